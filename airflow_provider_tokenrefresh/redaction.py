@@ -1,0 +1,172 @@
+"""Keeping secrets out of text: URLs, error bodies, log records and exception messages.
+
+Two complementary tools:
+
+* :func:`redact_url` hides the values of query parameters and userinfo whose *names* look
+  sensitive (``refresh_token=...`` in the query-basic dialect), whatever the values are.
+* :class:`Redactor` replaces known secret *values* (a refresh token the vendor echoed back in an
+  ``error_description``) wherever they appear, also in their URL-encoded forms.
+
+A process-wide redactor (:data:`REDACTOR`) collects every secret the provider handles, and a
+logging filter on the ``httpx``/``httpcore`` loggers applies both tools, because httpx logs every
+request URL at INFO level.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+MASK = "***"
+
+#: A query parameter or field whose name contains one of these words has its value hidden.
+SENSITIVE_WORDS = (
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "authentication",
+    "api_key",
+    "apikey",
+    "credential",
+    "signature",
+)
+
+# Values shorter than this are not treated as secrets: masking "0" or "ok" everywhere would ruin
+# every message and protect nothing (Airflow's masker draws the same line at 5 characters).
+MIN_SECRET_LENGTH = 5
+
+_QUERY_PAIR = re.compile(r"(?P<name>[^&=?#\s]+)=(?P<value>[^&#\s]*)")
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Return whether a field or parameter name suggests its value is secret."""
+    lowered = name.lower()
+    return any(word in lowered for word in SENSITIVE_WORDS)
+
+
+def redact_query(query: str) -> str:
+    """Hide the values of sensitive parameters in a URL query string."""
+
+    def _sub(match: re.Match[str]) -> str:
+        if is_sensitive_name(match.group("name")) and match.group("value"):
+            return f"{match.group('name')}={MASK}"
+        return match.group(0)
+
+    return _QUERY_PAIR.sub(_sub, query)
+
+
+def redact_url(url: object) -> str:
+    """Return ``url`` as text with sensitive query values and any userinfo password hidden."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return redact_query(text)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{MASK}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), parts.fragment))
+
+
+class Redactor:
+    """Replaces known secret values in text.
+
+    Thread-safe. Each secret is also replaced in its URL-encoded forms, since a vendor may echo a
+    token from a query string or form body.
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._lock = threading.Lock()
+        self._patterns: set[str] = set()
+        self._regex: re.Pattern[str] | None = None
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        """Remember secret values to hide from now on; short or empty values are ignored."""
+        new: set[str] = set()
+        for secret in secrets:
+            if not secret or len(secret) < MIN_SECRET_LENGTH:
+                continue
+            new.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
+        with self._lock:
+            if new - self._patterns:
+                self._patterns |= new
+                # Longest first so a secret that contains another is hidden whole.
+                ordered = sorted(self._patterns, key=len, reverse=True)
+                self._regex = re.compile("|".join(re.escape(p) for p in ordered))
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every known secret replaced by ``***``."""
+        regex = self._regex
+        if regex is None or not text:
+            return text
+        return regex.sub(MASK, text)
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and value in self._patterns
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._patterns)} patterns)"
+
+
+#: Process-wide redactor: every token the provider receives or sends is added here.
+REDACTOR = Redactor()
+
+
+def remember_secrets(*secrets: str | None) -> None:
+    """Add secrets to the process-wide redactor (and so to the httpx log filter)."""
+    REDACTOR.add(*secrets)
+
+
+def redact(text: str, *extra_secrets: str | None) -> str:
+    """Redact known secrets, ``extra_secrets`` and sensitive URL query values from ``text``."""
+    result = REDACTOR.redact(text)
+    if extra_secrets:
+        result = Redactor(extra_secrets).redact(result)
+    return redact_query(result) if "=" in result else result
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that redacts secrets and sensitive URL parameters from a record.
+
+    httpx logs ``HTTP Request: POST https://host/path?refresh_token=... "HTTP/1.1 200 OK"`` at INFO:
+    the query-basic dialect would leak its refresh token there without this filter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message in place; never drop the record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record must still not leak
+            message = str(record.msg)
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg = cleaned
+            record.args = None
+        return True
+
+
+_FILTER = RedactingFilter()
+_INSTALLED = False
+_INSTALL_LOCK = threading.Lock()
+
+
+def install_log_filter(logger_names: Iterable[str] = ("httpx", "httpcore")) -> None:
+    """Attach :class:`RedactingFilter` to the HTTP client loggers once per process."""
+    global _INSTALLED
+    with _INSTALL_LOCK:
+        if _INSTALLED:
+            return
+        for name in logger_names:
+            logging.getLogger(name).addFilter(_FILTER)
+        _INSTALLED = True
