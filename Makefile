@@ -1,0 +1,57 @@
+# Two commands matter: `make demo` and `make test`. Both work on a fresh Debian 12 + Python 3.11 machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# uv from PATH, else bootstrapped from PyPI into .tools/ (no curl|sh installers: only PyPI is reachable).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+export UV_LINK_MODE ?= copy
+PYTEST_ARGS ?=
+
+.PHONY: help
+help:
+	@echo "make demo    - run the main job on embedded defaults and print what happened"
+	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
+	@echo "make lint    - ruff + mypy --strict on the package"
+	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+.PHONY: uv
+uv: $(UV)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.synced
+
+.PHONY: system-deps
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+.PHONY: test
+test: venv system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check airflow_provider_tokenrefresh tests dags benchmarks scripts
+	$(VENV)/bin/mypy airflow_provider_tokenrefresh
+
+.PHONY: demo
+demo: venv
+	$(PY) scripts/demo.py
+
+.PHONY: emulate
+emulate: venv
+	$(VENV)/bin/airflow-tokenrefresh emulate
+
+.PHONY: clean
+clean:
+	rm -rf .venv .tools .demo .pytest_cache .mypy_cache .ruff_cache

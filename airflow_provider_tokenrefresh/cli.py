@@ -1,0 +1,132 @@
+"""The ``airflow-tokenrefresh`` command line.
+
+``dialects`` lists the built-in dialects; ``emulate`` starts the emulated vendor endpoints on
+127.0.0.1; ``status`` and ``refresh`` work on Airflow connections through the same store and lock
+as tasks. No subcommand ever prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def cmd_dialects(args: argparse.Namespace) -> int:
+    """List the built-in dialects and what each sends and expects."""
+    from airflow_provider_tokenrefresh.dialects import PRESETS
+
+    rows = [spec.summary() for spec in PRESETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']}: {row['title']}\n  sends:   {row['sends']}\n  expects: {row['expects']}")
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """Start emulated vendor endpoints and print how to point connections at them."""
+    from airflow_provider_tokenrefresh.testing import EMULATORS, serve
+
+    names = args.dialect or sorted(EMULATORS)
+    emulators = serve(
+        names,
+        host=args.host,
+        base_port=args.port,
+        rotation=not args.no_rotation,
+        reuse_detection=not args.no_reuse_detection,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        for name, emulator in zip(names, emulators, strict=True):
+            seed = emulator.issue_tokens()
+            info = {
+                "dialect": name,
+                "base_url": emulator.base_url,
+                "token_path": emulator.token_path,
+                "sample_path": emulator.sample_path,
+                "client_id": emulator.client_id,
+            }
+            print(json.dumps(info))
+            if args.show_seed_tokens:
+                # Explicitly requested, for trying things out with throwaway emulator tokens only.
+                print(
+                    json.dumps(
+                        {
+                            "dialect": name,
+                            "refresh_token": seed.refresh_token,
+                            "access_token": seed.access_token,
+                        }
+                    )
+                )
+        sys.stdout.flush()
+        print("emulators running; Ctrl-C to stop", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="airflow-tokenrefresh", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dialects", help="list the built-in dialects")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_dialects)
+
+    p = sub.add_parser("emulate", help="start emulated vendor endpoints on 127.0.0.1")
+    p.add_argument("dialect", nargs="*", help="dialects to emulate (default: all five)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=None, help="first port; the others follow (default: free ports)"
+    )
+    p.add_argument("--no-rotation", action="store_true", help="keep refresh tokens valid after use")
+    p.add_argument("--no-reuse-detection", action="store_true", help="do not revoke families on reuse")
+    p.add_argument(
+        "--show-seed-tokens",
+        action="store_true",
+        help="print a fresh emulator token pair per dialect (throwaway test tokens)",
+    )
+    p.set_defaults(func=cmd_emulate)
+
+    _add_airflow_commands(sub)
+    return parser
+
+
+def _add_airflow_commands(sub: Any) -> None:
+    try:
+        from airflow_provider_tokenrefresh import cli_airflow
+    except ImportError:  # pragma: no cover - module arrives with the Airflow surface
+        return
+    cli_airflow.add_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from airflow_provider_tokenrefresh.errors import TokenRefreshError
+
+    try:
+        result: int = args.func(args)
+    except TokenRefreshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return result

@@ -1,0 +1,276 @@
+"""The Airflow hook: "give me a valid token for this connection".
+
+The hook reads the Connection lazily (never in ``__init__``), turns it into typed settings
+(:mod:`airflow_provider_tokenrefresh.settings`) and builds the coordinator
+(:class:`~airflow_provider_tokenrefresh.keeper.TokenKeeper`) with the connection's store, lock and
+dialect. It has no refresh logic of its own.
+
+One class serves every ``tokenrefresh_*`` connection type; the small subclasses at the bottom
+exist because Airflow registers exactly one hook class per connection type.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    import httpx
+
+    from airflow_provider_tokenrefresh.auth import RequestsTokenAuth, TokenAuth
+    from airflow_provider_tokenrefresh.keeper import TokenKeeper
+    from airflow_provider_tokenrefresh.locks import RefreshLock
+    from airflow_provider_tokenrefresh.settings import ConnectionSettings
+    from airflow_provider_tokenrefresh.stores import TokenStore
+    from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+
+def _mask(secret: str) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+class TokenRefreshHook(BaseHook):
+    """Keeps one token-refresh connection's access token valid.
+
+    :param tokenrefresh_conn_id: id of a connection of one of the ``tokenrefresh_*`` types.
+    :param min_ttl: default seconds of validity a returned token must have left.
+    """
+
+    conn_name_attr = "tokenrefresh_conn_id"
+    default_conn_name = "tokenrefresh_default"
+    conn_type = "tokenrefresh_custom"
+    hook_name = "Token Refresh (custom dialect)"
+
+    def __init__(
+        self, tokenrefresh_conn_id: str = default_conn_name, *, min_ttl: float | None = None
+    ) -> None:
+        super().__init__()
+        self.tokenrefresh_conn_id = tokenrefresh_conn_id
+        self._min_ttl = min_ttl
+
+    # -- building blocks -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection, validated (read on first use)."""
+        conn = self.get_connection(self.tokenrefresh_conn_id)
+        return self._settings_from(conn)
+
+    def _settings_from(self, conn: Any) -> ConnectionSettings:
+        from airflow_provider_tokenrefresh.settings import settings_from_fields
+
+        return settings_from_fields(
+            self.tokenrefresh_conn_id,
+            conn.conn_type,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra,
+            port=conn.port,
+            schema=conn.schema,
+        )
+
+    @property
+    def min_ttl(self) -> float:
+        """Seconds of validity a token must have left (argument, else the connection's refresh_margin)."""
+        return self._min_ttl if self._min_ttl is not None else self.settings.extra.refresh_margin
+
+    def build_store(self) -> TokenStore:
+        """The store named by extra ``store``."""
+        from airflow_provider_tokenrefresh.stores.factory import store_for
+
+        return store_for(self.settings)
+
+    def build_lock(self) -> RefreshLock:
+        """The lock named by extra ``lock``."""
+        from airflow_provider_tokenrefresh.locks.factory import lock_for
+
+        return lock_for(self.settings)
+
+    @functools.cached_property
+    def keeper(self) -> TokenKeeper:
+        """The coordinator for this connection."""
+        from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+        from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+        from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+
+        s = self.settings
+        extra = s.extra
+        secret = s.client_secret.get_secret_value() if s.client_secret else None
+        if secret:
+            _mask(secret)
+        client = RefreshClient(
+            s.dialect,
+            ClientSettings(
+                base_url=s.base_url,
+                credentials=ClientCredentials(s.client_id, secret),
+                endpoint=extra.endpoint,
+                verify=extra.verify,
+                client_cert=extra.client_cert,
+                client_key=extra.client_key,
+                allow_insecure_http=extra.allow_insecure_http,
+                timeout=extra.timeout,
+                default_expires_in=extra.default_expires_in,
+                conn_id=s.conn_id,
+            ),
+            on_secret=_mask,
+        )
+        assert extra.refresh_token is not None  # settings_from_fields guarantees it
+        return TokenKeeper(
+            s.store_key,
+            client,
+            self.build_store(),
+            self.build_lock(),
+            Seed(
+                extra.refresh_token.get_secret_value(),
+                extra.access_token.get_secret_value() if extra.access_token else None,
+            ),
+            conn_id=s.conn_id,
+            refresh_token_ttl=extra.refresh_lifetime or s.dialect.response.refresh_token_lifetime,
+            refresh_margin=extra.refresh_margin,
+            lock_timeout=extra.lock_timeout,
+            on_secret=_mask,
+        )
+
+    def get_conn(self) -> TokenKeeper:
+        """The coordinator (Airflow's conventional hook entry point)."""
+        return self.keeper
+
+    # -- the API tasks use ----------------------------------------------------------------------------
+
+    def get_record(self, min_ttl: float | None = None) -> TokenRecord:
+        """A token record valid for at least ``min_ttl`` seconds, refreshing if needed."""
+        return self.keeper.get_valid_token(self.min_ttl if min_ttl is None else min_ttl)
+
+    def get_token(self, min_ttl: float | None = None) -> str:
+        """A valid access token (masked in task logs). Never put it in XCom or a templated field."""
+        record = self.get_record(min_ttl)
+        assert record.access_token is not None
+        return record.access_token.get_secret_value()
+
+    def get_auth_header(self, min_ttl: float | None = None) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a valid token."""
+        from airflow_provider_tokenrefresh.auth import bearer_header
+
+        return bearer_header(self.get_record(min_ttl))
+
+    def token_status(self) -> dict[str, Any]:
+        """Non-secret status: dialect, expiries, generation, last refresh, last error."""
+        record = self.keeper.current()
+        return {
+            "conn_id": self.tokenrefresh_conn_id,
+            "dialect": self.settings.dialect.name,
+            "store": self.keeper.store.name,
+            "lock": self.keeper.lock.name,
+            **record.status(),
+        }
+
+    def refresh(
+        self, *, force: bool = False, min_ttl: float | None = None, retry_rejected: bool = False
+    ) -> dict[str, Any]:
+        """Refresh if the token expires within ``min_ttl`` (or always with ``force``); non-secret result."""
+        outcome = self.keeper.refresh(
+            force=force, min_ttl=self.min_ttl if min_ttl is None else min_ttl, retry_rejected=retry_rejected
+        )
+        return {
+            "conn_id": self.tokenrefresh_conn_id,
+            "dialect": self.settings.dialect.name,
+            **outcome.status(),
+        }
+
+    def httpx_auth(self, min_ttl: float | None = None) -> TokenAuth:
+        """An ``httpx.Auth`` for vendor API calls: bearer header, one refresh and retry on 401."""
+        from airflow_provider_tokenrefresh.auth import TokenAuth
+
+        return TokenAuth(self.keeper, min_ttl=self.min_ttl if min_ttl is None else min_ttl)
+
+    def requests_auth(self, min_ttl: float | None = None) -> RequestsTokenAuth:
+        """A ``requests`` auth object (for ``HttpHook`` users), with the same 401 handling."""
+        from airflow_provider_tokenrefresh.auth import RequestsTokenAuth
+
+        return RequestsTokenAuth(self.keeper, min_ttl=self.min_ttl if min_ttl is None else min_ttl)
+
+    def http_client(self, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` on the connection's base URL, authenticated by :meth:`httpx_auth`."""
+        import httpx
+
+        return httpx.Client(base_url=self.settings.base_url, auth=self.httpx_auth(), **kwargs)
+
+    # -- async (triggers) -------------------------------------------------------------------------------
+
+    async def aload(self) -> None:
+        """Read the connection with the async API (triggers must not block the event loop)."""
+        if "settings" not in self.__dict__:
+            conn = await self.aget_connection(self.tokenrefresh_conn_id)
+            self.__dict__["settings"] = self._settings_from(conn)
+
+    async def atoken_status(self) -> dict[str, Any]:
+        """:meth:`token_status` for triggers."""
+        from asgiref.sync import sync_to_async
+
+        await self.aload()
+        result: dict[str, Any] = await sync_to_async(self.token_status)()
+        return result
+
+    async def arefresh(self, *, min_ttl: float | None = None) -> dict[str, Any]:
+        """:meth:`refresh` (not forced) for triggers."""
+        from asgiref.sync import sync_to_async
+
+        await self.aload()
+        result: dict[str, Any] = await sync_to_async(self.refresh)(min_ttl=min_ttl)
+        return result
+
+    # -- UI -------------------------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check configuration and reachability; persists a rotated token if a refresh happened."""
+        try:
+            status = self.refresh(min_ttl=self.min_ttl)
+        except Exception as exc:  # noqa: BLE001 - the UI shows the (redacted) message
+            from airflow_provider_tokenrefresh.redaction import redact
+
+            return False, redact(str(exc))
+        verb = "refreshed" if status.get("refreshed") else "valid"
+        return True, (
+            f"Token {verb}: dialect {status['dialect']}, generation {status['generation']}, "
+            f"expires at {status['expires_at']}"
+        )
+
+
+class OAuth2BasicTokenHook(TokenRefreshHook):
+    """Hook for ``tokenrefresh_oauth2_basic`` connections (OAuth2, client_secret_basic)."""
+
+    conn_type = "tokenrefresh_oauth2_basic"
+    hook_name = "Token Refresh: OAuth2 (client secret basic)"
+
+
+class OAuth2PostTokenHook(TokenRefreshHook):
+    """Hook for ``tokenrefresh_oauth2_post`` connections (OAuth2, client_secret_post)."""
+
+    conn_type = "tokenrefresh_oauth2_post"
+    hook_name = "Token Refresh: OAuth2 (client secret post)"
+
+
+class QueryBasicTokenHook(TokenRefreshHook):
+    """Hook for ``tokenrefresh_query_basic`` connections (BabelBird refreshToken.do)."""
+
+    conn_type = "tokenrefresh_query_basic"
+    hook_name = "Token Refresh: BabelBird (query string)"
+
+
+class AppIdJsonTokenHook(TokenRefreshHook):
+    """Hook for ``tokenrefresh_appid_json`` connections (IoT platform appId/secret)."""
+
+    conn_type = "tokenrefresh_appid_json"
+    hook_name = "Token Refresh: IoT platform (appId/secret JSON)"
+
+
+class BearerJsonTokenHook(TokenRefreshHook):
+    """Hook for ``tokenrefresh_bearer_json`` connections (iSales, Authentication: Bearer)."""
+
+    conn_type = "tokenrefresh_bearer_json"
+    hook_name = "Token Refresh: iSales (bearer JSON)"

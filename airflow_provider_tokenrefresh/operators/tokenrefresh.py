@@ -1,0 +1,95 @@
+"""``TokenRefreshOperator``: keep one or many connections' tokens fresh (the keeper DAG's task)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+
+class TokenRefreshOperator(BaseOperator):
+    """Refresh the tokens of ``conn_ids`` that expire within ``min_ttl`` seconds (all, with ``force``).
+
+    Connections are handled concurrently (at most ``max_workers`` at once), each through its own
+    store and lock, so a keeper task never races a consumer task. The XCom return value holds only
+    non-secret metadata per connection (expiry, generation, whether it refreshed or rotated).
+
+    :param conn_ids: one connection id or a list of them (templated).
+    :param min_ttl: refresh tokens with less than this many seconds left; ``None`` uses each
+        connection's ``refresh_margin``. A short-lived refresh token is also renewed before it lapses.
+    :param force: refresh even valid tokens.
+    :param max_workers: connections refreshed at the same time.
+    :param fail_on_error: fail the task if any connection failed (after trying all of them).
+    """
+
+    template_fields: Sequence[str] = ("conn_ids",)
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        conn_ids: str | Sequence[str],
+        min_ttl: float | None = None,
+        force: bool = False,
+        max_workers: int = 16,
+        fail_on_error: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_ids = conn_ids
+        self.min_ttl = min_ttl
+        self.force = force
+        self.max_workers = max_workers
+        self.fail_on_error = fail_on_error
+
+    def _ids(self) -> list[str]:
+        ids = [self.conn_ids] if isinstance(self.conn_ids, str) else list(self.conn_ids)
+        return list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Refresh concurrently; return ``{conn_id: non-secret status}``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+
+        ids = self._ids()
+        if not ids:
+            raise ValueError("TokenRefreshOperator: conn_ids is empty")
+
+        def one(conn_id: str) -> tuple[str, dict[str, Any]]:
+            hook = TokenRefreshHook(conn_id, min_ttl=self.min_ttl)
+            try:
+                return conn_id, hook.refresh(force=self.force, min_ttl=self.min_ttl)
+            except Exception as exc:  # noqa: BLE001 - reported per connection below
+                kind = getattr(exc, "kind", type(exc).__name__)
+                return conn_id, {"conn_id": conn_id, "error": str(exc), "error_kind": kind}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(ids)))) as pool:
+            results = dict(pool.map(one, ids))
+        failed = {cid: r for cid, r in results.items() if "error" in r}
+        for cid, result in results.items():
+            if cid in failed:
+                self.log.error("%s: %s", cid, result["error"])
+            else:
+                self.log.info(
+                    "%s: %s, generation %s, expires at %s",
+                    cid,
+                    "refreshed" + (" (rotated)" if result.get("rotated") else "")
+                    if result.get("refreshed")
+                    else "valid",
+                    result.get("generation"),
+                    result.get("expires_at"),
+                )
+        if failed and self.fail_on_error:
+            from airflow.sdk.exceptions import AirflowException
+
+            raise AirflowException(
+                f"{len(failed)} of {len(ids)} connection(s) could not be kept valid: "
+                + "; ".join(f"{cid}: {r['error']}" for cid, r in failed.items())
+            )
+        return results

@@ -1,0 +1,98 @@
+"""``TokenValidSensor``: wait until a connection's token is valid for a while (deferrable by default)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+
+class TokenValidSensor(BaseSensorOperator):
+    """Succeeds when the stored token of ``conn_id`` has at least ``min_ttl`` seconds left.
+
+    Fails at once (no retries can help) when the connection needs re-authorization or is
+    misconfigured, with the connection named and what to do.
+
+    :param conn_id: a ``tokenrefresh_*`` connection (templated).
+    :param min_ttl: seconds of validity required.
+    :param refresh: refresh the token itself when needed (through the same lock and store),
+        instead of waiting for a keeper DAG.
+    :param deferrable: wait in the triggerer (default) instead of occupying a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("conn_id",)
+    ui_color = "#e8f0f8"
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        min_ttl: float = 300.0,
+        refresh: bool = False,
+        deferrable: bool = True,
+        poke_interval: float = 30.0,
+        timeout: float = 3600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.conn_id = conn_id
+        self.min_ttl = min_ttl
+        self.refresh = refresh
+        self.deferrable = deferrable
+
+    def _fail(self, message: str) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(message)
+
+    def poke(self, context: Context) -> bool:
+        """One check (and refresh, with ``refresh=True``)."""
+        from airflow_provider_tokenrefresh.errors import ConfigurationError, RefreshTokenRejected
+        from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+
+        hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
+        try:
+            status = hook.refresh(min_ttl=self.min_ttl) if self.refresh else hook.token_status()
+        except (RefreshTokenRejected, ConfigurationError) as exc:
+            self._fail(str(exc))
+            return False
+        if status.get("state") == "reauth_required":
+            self._fail(f"connection {self.conn_id!r} needs re-authorization: {status.get('reason')}")
+        expires_in = status.get("expires_in")
+        self.log.info(
+            "Token of %s: generation %s, expires in %ss", self.conn_id, status.get("generation"), expires_in
+        )
+        return expires_in is not None and expires_in >= self.min_ttl
+
+    def execute(self, context: Context) -> Any:
+        """Poke once; if not valid yet and deferrable, hand the wait to the triggerer."""
+        if not self.deferrable or self.poke(context):
+            return super().execute(context) if not self.deferrable else None
+        from airflow_provider_tokenrefresh.triggers.tokenrefresh import TokenValidTrigger
+
+        self.defer(
+            trigger=TokenValidTrigger(self.conn_id, self.min_ttl, self.refresh, self.poke_interval),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+        return None
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired; return its non-secret event."""
+        if not event or event.get("status") != "success":
+            self._fail((event or {}).get("message") or f"token of {self.conn_id!r} did not become valid")
+        assert event is not None
+        self.log.info(
+            "Token of %s valid: generation %s, expires at %s (after %s checks in the triggerer)",
+            self.conn_id,
+            event.get("generation"),
+            event.get("expires_at"),
+            event.get("checks"),
+        )
+        return event

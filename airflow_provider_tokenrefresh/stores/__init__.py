@@ -1,0 +1,94 @@
+"""Where token records live: a small protocol and its implementations.
+
+``read(key) -> (record | None, version)`` and ``write(key, record, expected_version) -> version``.
+A write whose ``expected_version`` no longer matches raises
+:class:`~airflow_provider_tokenrefresh.errors.StoreConflict` (compare-and-set where the backend
+has it; a read-compare-write under the refresh lock where it does not).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+#: Opaque version of a stored record; ``None`` means "no record yet".
+Version = str | int | None
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Persistence for token records."""
+
+    #: Short name used in messages and the ``store`` extra (``variable``, ``vault``, ``aws``).
+    name: str
+
+    def read(self, key: str) -> tuple[TokenRecord | None, Version]:
+        """Return the record under ``key`` and its version, or ``(None, None)``."""
+        ...
+
+    def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
+        """Store ``record`` if the current version is still ``expected_version``; return the new version."""
+        ...
+
+
+class FileTokenStore:
+    """Records as JSON files in a directory (one machine; for the CLI on a laptop and tests).
+
+    Writes go to a temporary file that is renamed over the old one, so a crash never leaves a
+    half-written record. The version is the SHA-256 of the file's content.
+    """
+
+    name = "file"
+
+    def __init__(self, directory: str) -> None:
+        import os
+
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        import hashlib
+        import os
+
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80]
+        return os.path.join(self.directory, f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json")
+
+    def read(self, key: str) -> tuple[TokenRecord | None, Version]:
+        """Return the record under ``key`` and its content hash."""
+        import hashlib
+
+        from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+        try:
+            with open(self._path(key), "rb") as fh:
+                payload = fh.read()
+        except FileNotFoundError:
+            return None, None
+        return TokenRecord.from_storage_json(payload), hashlib.sha256(payload).hexdigest()
+
+    def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
+        """Replace the record atomically if its content hash is still ``expected_version``."""
+        import hashlib
+        import os
+        import tempfile
+
+        from airflow_provider_tokenrefresh.errors import StoreConflict
+
+        _, current = self.read(key)
+        if current != expected_version:
+            raise StoreConflict(f"record {key!r} changed since it was read (file store)")
+        payload = record.to_storage_json().encode()
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._path(key))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return hashlib.sha256(payload).hexdigest()

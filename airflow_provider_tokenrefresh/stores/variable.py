@@ -1,0 +1,112 @@
+"""Token records in Airflow Variables (the default store).
+
+Works in both Airflow contexts:
+
+* inside a task or trigger, through ``airflow.sdk.Variable`` (the execution API);
+* outside (the ``airflow-tokenrefresh`` CLI, the api-server's connection test, a script), through
+  the core ``airflow.models.Variable``, which talks to the metadata database — the SDK cannot write
+  Variables there.
+
+Variables have no compare-and-set, so a write re-reads the current value and refuses to overwrite
+one that changed since it was read (the refresh lock makes that window tiny). After every write
+the value is read back through the normal read path: if a secrets backend or an ``AIRFLOW_VAR_*``
+environment variable shadows the key, reads would return a stale token forever, so the store fails
+loudly instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict
+from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.stores import Version
+
+DESCRIPTION = (
+    "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit; "
+    "delete it to start over from the connection's refresh_token)."
+)
+
+
+def in_execution_context() -> bool:
+    """Whether this process runs task or trigger code (the SDK's supervisor comms are set up)."""
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return runner is not None and getattr(runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class VariableTokenStore:
+    """Airflow Variables as a token store; the version is the SHA-256 of the stored JSON."""
+
+    name = "variable"
+
+    def _env_shadow(self, key: str) -> None:
+        env = f"AIRFLOW_VAR_{key.upper()}"
+        if env in os.environ:
+            raise ConfigurationError(
+                f"Variable {key!r} is shadowed by environment variable {env}: tokens written to the "
+                "metastore would never be read back. Remove the environment variable, or set extra "
+                "'store_path' to another key."
+            )
+
+    def _get_raw(self, key: str) -> str | None:
+        self._env_shadow(key)
+        if in_execution_context():
+            from airflow.sdk import Variable
+            from airflow.sdk.execution_time.cache import SecretCache
+
+            SecretCache.invalidate_variable(key)  # never read a cached, stale record
+            value = Variable.get(key, default=None)
+        else:
+            from airflow.models.variable import Variable as CoreVariable
+
+            value = CoreVariable.get(key, default_var=None)
+        return None if value is None else str(value)
+
+    def _set_raw(self, key: str, raw: str) -> None:
+        if in_execution_context():
+            from airflow.sdk import Variable
+
+            Variable.set(key, raw, description=DESCRIPTION)
+        else:
+            from airflow.models.variable import Variable as CoreVariable
+
+            CoreVariable.set(key, raw, description=DESCRIPTION)
+
+    def read(self, key: str) -> tuple[TokenRecord | None, Version]:
+        """Return the record under Variable ``key`` and its content hash."""
+        raw = self._get_raw(key)
+        if raw is None:
+            return None, None
+        try:
+            record = TokenRecord.from_storage_json(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"Variable {key!r} does not hold a token record written by this provider; delete it or set "
+                "extra 'store_path' to another key"
+            ) from None
+        return record, _digest(raw)
+
+    def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
+        """Write if the stored JSON is unchanged since it was read, then verify the read-back."""
+        current = self._get_raw(key)
+        if (None if current is None else _digest(current)) != expected_version:
+            raise StoreConflict(f"Variable {key!r} changed since it was read; not overwriting it")
+        raw = record.to_storage_json()
+        self._set_raw(key, raw)
+        echoed = self._get_raw(key)
+        if echoed != raw:
+            raise ConfigurationError(
+                f"Variable {key!r} reads back a different value than was written: a secrets backend shadows "
+                "it, so the rotated token could never be read. Remove the key from the secrets backend, or "
+                "set extra 'store' to 'vault'/'aws' to keep records there. The new record is kept in memory."
+            )
+        return _digest(raw)
