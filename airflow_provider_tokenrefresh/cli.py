@@ -111,11 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_airflow_commands(sub: Any) -> None:
-    try:
-        from airflow_provider_tokenrefresh import cli_airflow
-    except ImportError:  # pragma: no cover - module arrives with the Airflow surface
-        return
-    cli_airflow.add_commands(sub)
+    # Imports nothing from Airflow until a command runs: `dialects` and `emulate` stay fast.
+    from airflow_provider_tokenrefresh.cli_airflow import add_commands
+
+    add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

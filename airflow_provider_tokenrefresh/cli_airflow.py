@@ -6,10 +6,12 @@ written to) the metadata database, through the same store and lock that tasks us
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def _server_context() -> None:

@@ -53,12 +53,15 @@ class TokenValidSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         """One check (and refresh, with ``refresh=True``)."""
+        return self._check(refresh=self.refresh)
+
+    def _check(self, *, refresh: bool) -> bool:
         from airflow_provider_tokenrefresh.errors import ConfigurationError, RefreshTokenRejected
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
         hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
         try:
-            status = hook.refresh(min_ttl=self.min_ttl) if self.refresh else hook.token_status()
+            status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
         except (RefreshTokenRejected, ConfigurationError) as exc:
             self._fail(str(exc))
             return False
@@ -71,9 +74,11 @@ class TokenValidSensor(BaseSensorOperator):
         return expires_in is not None and expires_in >= self.min_ttl
 
     def execute(self, context: Context) -> Any:
-        """Poke once; if not valid yet and deferrable, hand the wait to the triggerer."""
-        if not self.deferrable or self.poke(context):
-            return super().execute(context) if not self.deferrable else None
+        """Check once; if not valid yet and deferrable, hand the wait (and any refresh) to the triggerer."""
+        if not self.deferrable:
+            return super().execute(context)
+        if self._check(refresh=False):
+            return None
         from airflow_provider_tokenrefresh.triggers.tokenrefresh import TokenValidTrigger
 
         self.defer(

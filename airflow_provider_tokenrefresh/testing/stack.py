@@ -1,0 +1,268 @@
+"""Real Airflow components on 127.0.0.1 for tests and the demo: api-server, scheduler,
+dag-processor, triggerer (LocalExecutor, SQLite), each a process stopped by its PID.
+
+Never ``airflow standalone``: its log servers bind every interface. Here the scheduler and the
+triggerer run with ``--skip-serve-logs`` and task logs are read from ``$AIRFLOW_HOME/logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class AirflowStack:
+    """A throwaway Airflow deployment in ``home`` serving ``dags_folder``.
+
+    :param home: ``AIRFLOW_HOME``; SQLite database, logs and config live here.
+    :param dags_folder: the DAG files to serve.
+    :param extra_env: more environment for every component (and tasks they run).
+    """
+
+    home: Path
+    dags_folder: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The api-server's URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every component and CLI call runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+                "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt"),
+                "AIRFLOW__CORE__FERNET_KEY": self._fernet(),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+                "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "50",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _secret(self, name: str) -> str:
+        path = self.home / f".{name}"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text()
+
+    def _fernet(self) -> str:
+        path = self.home / ".fernet"
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(Fernet.generate_key().decode())
+        return path.read_text()
+
+    def _airflow_bin(self) -> str:
+        return str(Path(sys.executable).with_name("airflow"))
+
+    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run an ``airflow`` CLI command in this deployment."""
+        result = subprocess.run(
+            [self._airflow_bin(), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
+
+    def migrate(self) -> None:
+        """Create the metadata database."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        self.airflow("db", "migrate")
+
+    def start(self, components: tuple[str, ...] = COMPONENTS, ready_timeout: float = 120) -> None:
+        """Start the components (each in its own process group) and wait for the api-server."""
+        for name in components:
+            args = [self._airflow_bin(), name]
+            if name == "api-server":
+                args += ["--port", str(self.port), "--host", "127.0.0.1"]
+            if name in ("scheduler", "triggerer"):
+                args.append("--skip-serve-logs")
+            log = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
+            self.processes[name] = subprocess.Popen(
+                args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        if "api-server" in components:
+            self.wait_ready(ready_timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until ``/api/v2/monitor/health`` answers, or fail loudly with the component's output."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"api-server not ready after {timeout}s:\n{self.output('api-server')[-3000:]}")
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.output(name)[-3000:]}")
+
+    def output(self, name: str) -> str:
+        """What a component printed so far."""
+        path = self.home / f"{name}.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop every component by PID (SIGTERM to its process group, then SIGKILL)."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 20
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        self.processes.clear()
+
+    # -- REST API -------------------------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A bearer token for the api-server (SimpleAuthManager user ``admin``)."""
+        if self._token is None:
+            import httpx
+
+            passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+            response = httpx.post(
+                f"{self.base_url}/auth/token",
+                json={"username": "admin", "password": passwords["admin"]},
+                timeout=10,
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self) -> httpx.Client:
+        """An authenticated client for the api-server."""
+        import httpx
+
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )
+
+    def put_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Create or replace a connection through the REST API."""
+        body = {"connection_id": conn_id, "conn_type": conn_type, **fields}
+        if isinstance(body.get("extra"), dict):
+            body["extra"] = json.dumps(body["extra"])
+        with self.api() as api:
+            api.delete(f"/api/v2/connections/{conn_id}")
+            response = api.post("/api/v2/connections", json=body)
+            if response.status_code >= 300:
+                raise RuntimeError(f"creating connection {conn_id} failed: HTTP {response.status_code}")
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Block until the dag-processor has serialized ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                if api.get(f"/api/v2/dags/{dag_id}").status_code == 200:
+                    return
+                time.sleep(0.5)
+        raise RuntimeError(f"DAG {dag_id} not parsed within {timeout}s:\n{self.output('dag-processor')[-3000:]}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Unpause and trigger ``dag_id``; return the run id."""
+        with self.api() as api:
+            api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+            response = api.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+            response.raise_for_status()
+            run_id: str = response.json()["dag_run_id"]
+            return run_id
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Block until the run finishes; return its state."""
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                state: str = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+                if state in ("success", "failed"):
+                    return state
+                time.sleep(1)
+        raise RuntimeError(f"run {dag_id}/{run_id} not finished within {timeout}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Task instances of a run (REST API)."""
+        with self.api() as api:
+            response = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            response.raise_for_status()
+            items: list[dict[str, Any]] = response.json()["task_instances"]
+            return items
+
+    def run_logs(self, dag_id: str, run_id: str) -> str:
+        """Every task log file of a run, concatenated (read from ``$AIRFLOW_HOME/logs``)."""
+        root = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(root.rglob("*")) if p.is_file())
+
+    def all_logs(self) -> str:
+        """Every log file of the deployment plus the components' own output."""
+        parts = [p.read_text(errors="replace") for p in sorted((self.home / "logs").rglob("*")) if p.is_file()]
+        parts += [self.output(name) for name in self.processes or COMPONENTS]
+        return "\n".join(parts)
