@@ -1,0 +1,41 @@
+"""Shared fixtures: emulated vendors on 127.0.0.1 (started and stopped per test), clients for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+from airflow_provider_tokenrefresh.dialects import PRESETS
+from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+from airflow_provider_tokenrefresh.testing import EMULATORS, VendorEmulator
+
+DIALECTS = sorted(PRESETS)
+
+EmulatorFactory = Callable[..., VendorEmulator]
+
+
+@pytest.fixture
+def emulator_factory() -> Iterator[EmulatorFactory]:
+    """Start emulators on demand; every one is stopped after the test."""
+    started: list[VendorEmulator] = []
+
+    def make(name: str, **kwargs: Any) -> VendorEmulator:
+        emulator = EMULATORS[name](**kwargs)
+        emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+def client_for(emulator: VendorEmulator, **settings: Any) -> RefreshClient:
+    """A refresh client of the emulator's dialect, pointed at it."""
+    settings.setdefault("allow_insecure_http", emulator.base_url.startswith("http://"))
+    settings.setdefault("backoff_base", 0.01)
+    settings.setdefault("credentials", ClientCredentials(emulator.client_id, emulator.client_secret))
+    return RefreshClient(PRESETS[emulator.name], ClientSettings(base_url=emulator.base_url, **settings))
