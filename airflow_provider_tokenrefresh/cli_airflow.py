@@ -6,8 +6,10 @@ written to) the metadata database, through the same store and lock that tasks us
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
 def _server_context() -> None:
     # Airflow's own CLI sets this so SDK reads reach the metastore, not only env connections.
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
+
+
+def _quiet_stdout() -> contextlib.AbstractContextManager[object]:
+    """Airflow logs to stdout; keep stdout for our output (JSON must stay parseable)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _tokenrefresh_conn_ids() -> list[str]:
@@ -50,17 +57,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print the non-secret token status of connections."""
     _server_context()
     from airflow_provider_tokenrefresh.cli import _print_table
-    from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
-    ids = args.conn_id or _tokenrefresh_conn_ids()
+    with _quiet_stdout():
+        from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+
     rows: list[dict[str, Any]] = []
     failures = 0
-    for conn_id in ids:
-        try:
-            rows.append(TokenRefreshHook(conn_id).token_status())
-        except Exception as exc:  # noqa: BLE001 - one bad connection must not hide the others
-            failures += 1
-            rows.append({"conn_id": conn_id, "state": "error", "last_error": str(exc)})
+    with _quiet_stdout():
+        for conn_id in args.conn_id or _tokenrefresh_conn_ids():
+            try:
+                rows.append(TokenRefreshHook(conn_id).token_status())
+            except Exception as exc:  # noqa: BLE001 - one bad connection must not hide the others
+                failures += 1
+                rows.append({"conn_id": conn_id, "state": "error", "last_error": str(exc)})
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -71,10 +80,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Refresh one connection through the shared lock and store."""
     _server_context()
-    from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+    with _quiet_stdout():
+        from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
-    hook = TokenRefreshHook(args.conn_id)
-    result = hook.refresh(force=args.force, min_ttl=args.min_ttl, retry_rejected=args.force)
+        hook = TokenRefreshHook(args.conn_id)
+        result = hook.refresh(force=args.force, min_ttl=args.min_ttl, retry_rejected=args.force)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

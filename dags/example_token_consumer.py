@@ -32,7 +32,11 @@ def call_vendor_api(conn_id: str, path: str) -> dict[str, object]:
     with hook.http_client(timeout=30) as client:
         response = client.get(path)
     response.raise_for_status()
-    return {"conn_id": conn_id, "status": response.status_code, "generation": hook.token_status()["generation"]}
+    return {
+        "conn_id": conn_id,
+        "status": response.status_code,
+        "generation": hook.token_status()["generation"],
+    }
 
 
 with DAG(

@@ -30,8 +30,12 @@ with DAG(
     max_active_runs=1,
     render_template_as_native_obj=True,
     params={
-        "conn_ids": Param(DEFAULT_CONN_IDS, type="array", description="token-refresh connections to keep fresh"),
-        "min_ttl": Param(1200, type="number", description="refresh tokens with less than this many seconds left"),
+        "conn_ids": Param(
+            DEFAULT_CONN_IDS, type="array", description="token-refresh connections to keep fresh"
+        ),
+        "min_ttl": Param(
+            1200, type="number", description="refresh tokens with less than this many seconds left"
+        ),
         "force": Param(False, type="boolean", description="refresh even valid tokens"),
     },
     tags=["tokenrefresh", "example"],
@@ -40,8 +44,8 @@ with DAG(
     TokenRefreshOperator(
         task_id="refresh_tokens",
         conn_ids="{{ params.conn_ids }}",
-        min_ttl=1200,
-        force=False,
+        min_ttl="{{ params.min_ttl }}",
+        force="{{ params.force }}",
         retries=2,
         retry_delay=timedelta(minutes=1),
     )

@@ -19,7 +19,7 @@ class TokenRefreshOperator(BaseOperator):
     store and lock, so a keeper task never races a consumer task. The XCom return value holds only
     non-secret metadata per connection (expiry, generation, whether it refreshed or rotated).
 
-    :param conn_ids: one connection id or a list of them (templated).
+    :param conn_ids: one connection id or a list of them (templated, like ``min_ttl`` and ``force``).
     :param min_ttl: refresh tokens with less than this many seconds left; ``None`` uses each
         connection's ``refresh_margin``. A short-lived refresh token is also renewed before it lapses.
     :param force: refresh even valid tokens.
@@ -27,15 +27,15 @@ class TokenRefreshOperator(BaseOperator):
     :param fail_on_error: fail the task if any connection failed (after trying all of them).
     """
 
-    template_fields: Sequence[str] = ("conn_ids",)
+    template_fields: Sequence[str] = ("conn_ids", "min_ttl", "force")
     ui_color = "#e8f4ea"
 
     def __init__(
         self,
         *,
         conn_ids: str | Sequence[str],
-        min_ttl: float | None = None,
-        force: bool = False,
+        min_ttl: float | str | None = None,
+        force: bool | str = False,
         max_workers: int = 16,
         fail_on_error: bool = True,
         **kwargs: Any,
@@ -62,9 +62,10 @@ class TokenRefreshOperator(BaseOperator):
             raise ValueError("TokenRefreshOperator: conn_ids is empty")
 
         def one(conn_id: str) -> tuple[str, dict[str, Any]]:
-            hook = TokenRefreshHook(conn_id, min_ttl=self.min_ttl)
+            min_ttl = None if self.min_ttl in (None, "") else float(self.min_ttl)
+            hook = TokenRefreshHook(conn_id, min_ttl=min_ttl)
             try:
-                return conn_id, hook.refresh(force=self.force, min_ttl=self.min_ttl)
+                return conn_id, hook.refresh(force=_truthy(self.force), min_ttl=min_ttl)
             except Exception as exc:  # noqa: BLE001 - reported per connection below
                 kind = getattr(exc, "kind", type(exc).__name__)
                 return conn_id, {"conn_id": conn_id, "error": str(exc), "error_kind": kind}
@@ -93,3 +94,10 @@ class TokenRefreshOperator(BaseOperator):
                 + "; ".join(f"{cid}: {r['error']}" for cid, r in failed.items())
             )
         return results
+
+
+def _truthy(value: object) -> bool:
+    """A templated flag: a real bool, or its rendering as text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)

@@ -7,6 +7,7 @@ triggerer run with ``--skip-serve-logs`` and task logs are read from ``$AIRFLOW_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -105,13 +106,22 @@ class AirflowStack:
     def _airflow_bin(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
 
-    def airflow(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command in this deployment."""
         result = subprocess.run(
-            [self._airflow_bin(), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            [self._airflow_bin(), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+            )
         return result
 
     def migrate(self) -> None:
@@ -153,7 +163,9 @@ class AirflowStack:
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited with {proc.returncode}:\n{self.output(name)[-3000:]}")
+                raise RuntimeError(
+                    f"airflow {name} exited with {proc.returncode}:\n{self.output(name)[-3000:]}"
+                )
 
     def output(self, name: str) -> str:
         """What a component printed so far."""
@@ -164,19 +176,15 @@ class AirflowStack:
         """Stop every component by PID (SIGTERM to its process group, then SIGKILL)."""
         for proc in self.processes.values():
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 20
         for proc in self.processes.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         self.processes.clear()
 
@@ -225,13 +233,17 @@ class AirflowStack:
                 if api.get(f"/api/v2/dags/{dag_id}").status_code == 200:
                     return
                 time.sleep(0.5)
-        raise RuntimeError(f"DAG {dag_id} not parsed within {timeout}s:\n{self.output('dag-processor')[-3000:]}")
+        raise RuntimeError(
+            f"DAG {dag_id} not parsed within {timeout}s:\n{self.output('dag-processor')[-3000:]}"
+        )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause and trigger ``dag_id``; return the run id."""
         with self.api() as api:
             api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
-            response = api.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+            response = api.post(
+                f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
+            )
             response.raise_for_status()
             run_id: str = response.json()["dag_run_id"]
             return run_id
@@ -263,6 +275,27 @@ class AirflowStack:
 
     def all_logs(self) -> str:
         """Every log file of the deployment plus the components' own output."""
-        parts = [p.read_text(errors="replace") for p in sorted((self.home / "logs").rglob("*")) if p.is_file()]
+        parts = [
+            p.read_text(errors="replace") for p in sorted((self.home / "logs").rglob("*")) if p.is_file()
+        ]
         parts += [self.output(name) for name in self.processes or COMPONENTS]
         return "\n".join(parts)
+
+
+def emulator_connection(
+    emulator: Any, refresh_token: str, access_token: str | None, **extra: Any
+) -> dict[str, Any]:
+    """Connection fields (for :meth:`AirflowStack.put_connection`) pointing at a started emulator."""
+    fields: dict[str, Any] = {
+        "host": emulator.base_url,
+        "extra": {
+            "refresh_token": refresh_token,
+            "allow_insecure_http": emulator.base_url.startswith("http://"),
+            **({"access_token": access_token} if access_token else {}),
+            **extra,
+        },
+    }
+    if emulator.name != "bearer_json":
+        fields["login"] = emulator.client_id
+        fields["password"] = emulator.client_secret
+    return fields
