@@ -1,0 +1,528 @@
+"""The five emulated vendors, each written from its vendor document alone.
+
+=================  ==============================  ==========================================
+dialect            class                           vendor document
+=================  ==============================  ==========================================
+``oauth2_basic``   :class:`OAuth2BasicEmulator`    ``oauth2-client-secret-basic.txt``
+``oauth2_post``    :class:`OAuth2PostEmulator`     ``oauth2-client-secret-post.txt``
+``query_basic``    :class:`BabelBirdEmulator`      ``babelbird-query-basic.txt``
+``appid_json``     :class:`IotAppIdEmulator`       ``iot-appid-secret-json.txt``
+``bearer_json``    :class:`IsalesBearerEmulator`   ``isales-bearer-json.txt``
+=================  ==============================  ==========================================
+
+Nothing here is shared with the dialect presets of the package (field names included): the point
+of an emulator is to disagree with a wrong preset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
+from urllib.parse import parse_qs
+
+from airflow_provider_tokenrefresh.testing.emulator import (
+    DAY,
+    CommonOptions,
+    IncomingRequest,
+    RefreshResult,
+    Response,
+    VendorEmulator,
+    check_loopback,
+    form_params,
+    secrets_equal,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+def _duplicates(params: Mapping[str, list[str]]) -> list[str]:
+    return sorted(name for name, values in params.items() if len(values) > 1)
+
+
+class _OAuth2Style(VendorEmulator):
+    """Shared by the OAuth2-shaped vendors: RFC 6749 §5.2 error bodies, optional omitted refresh token."""
+
+    def __init__(self, *, omit_refresh_token: bool = False, **kwargs: Unpack[CommonOptions]) -> None:
+        super().__init__(**kwargs)
+        if omit_refresh_token and self.rotation:
+            raise ValueError("omit_refresh_token needs rotation=False (a rotated token must be returned)")
+        self.omit_refresh_token = omit_refresh_token
+        """Leave ``refresh_token`` out of the answer (only with ``rotation=False``)."""
+
+    def _oauth_error(self, counter: str, status: int, code: str, text: str) -> Response:
+        self._count(counter)
+        response = self.error_response(status, code, text)
+        response.headers.extend(NO_STORE)
+        return response
+
+    def _bad_request(self, text: str) -> Response:
+        return self._oauth_error("bad_request", 400, "invalid_request", text)
+
+    def _bad_client_401(self) -> Response:
+        response = self._oauth_error("bad_client", 401, "invalid_client", "Client authentication failed")
+        response.headers.append(("WWW-Authenticate", f'Basic realm="{self.name}"'))
+        return response
+
+    def _check_basic(self, request: IncomingRequest) -> bool:
+        credentials = request.basic()
+        return (
+            credentials is not None
+            and secrets_equal(credentials[0], self.client_id)
+            and secrets_equal(credentials[1], self.client_secret)
+        )
+
+    def _check_grant(self, params: Mapping[str, list[str]]) -> Response | None:
+        grant = params.get("grant_type")
+        if not grant or not grant[0]:
+            return self._bad_request("Missing grant_type parameter")
+        if grant[0] != "refresh_token":
+            return self._oauth_error(
+                "unsupported_grant_type", 400, "unsupported_grant_type", "Unsupported grant type"
+            )
+        return None
+
+
+class OAuth2BasicEmulator(_OAuth2Style):
+    """``oauth2_basic`` (oauth2-client-secret-basic.txt).
+
+    ``POST /api/v1/oauth2/token`` with ``Authorization: Basic base64(client_id:client_secret)``,
+    ``Content-Type: application/x-www-form-urlencoded`` and the form body
+    ``grant_type=refresh_token&refresh_token=...``.
+
+    * 200 ``{access_token, token_type: "Bearer", refresh_token, expires_in, scope: "get_user_info"}``
+      where ``expires_in`` is the access lifetime minus one second (the document's ``7199``).
+    * 400 ``unsupported_grant_type`` for another grant type.
+    * 400 ``invalid_grant`` ``"Invalid refresh token: <the token>"`` — the document echoes the
+      presented refresh token in the error description; so does the emulator (clients must redact).
+    * 401 ``invalid_client`` with ``WWW-Authenticate: Basic`` for missing or wrong Basic credentials.
+    * 400 ``invalid_request``: another content type, ``client_secret`` also in the body, a missing
+      ``grant_type``/``refresh_token``, or a parameter sent twice (RFC 6749 §3.2).
+
+    Defaults: access token 7200 s, refresh token 30 days. Extra option ``omit_refresh_token``.
+    """
+
+    name: ClassVar[str] = "oauth2_basic"
+    vendor_document: ClassVar[str] = "oauth2-client-secret-basic.txt"
+    token_path: ClassVar[str] = "/api/v1/oauth2/token"
+    sample_path: ClassVar[str] = "/api/v1/sample"
+    default_access_ttl: ClassVar[float] = 7200.0
+    default_refresh_ttl: ClassVar[float] = 30 * DAY
+    default_scope: ClassVar[str | None] = "get_user_info"
+
+    def handle_token_request(self, request: IncomingRequest) -> Response:
+        """Validate and answer one refresh request."""
+        if not self._check_basic(request):
+            return self._bad_client_401()
+        if request.media_type() != FORM:
+            return self._bad_request(f"Content-Type must be {FORM}")
+        params = form_params(request.body)
+        if params is None:
+            return self._bad_request("The request body is not valid UTF-8")
+        duplicates = _duplicates(params)
+        if duplicates:
+            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        if "client_secret" in params:
+            return self._bad_request("Client credentials must be sent only in the Authorization header")
+        if "client_id" in params and params["client_id"][0] != self.client_id:
+            return self._bad_request("client_id does not match the Authorization header")
+        bad_grant = self._check_grant(params)
+        if bad_grant is not None:
+            return bad_grant
+        refresh_token = (params.get("refresh_token") or [""])[0]
+        if not refresh_token:
+            return self._bad_request("Missing refresh_token parameter")
+        result = self.process_refresh(refresh_token)
+        if result.outcome != "ok" or result.tokens is None:
+            response = self.error_response(400, "invalid_grant", f"Invalid refresh token: {refresh_token}")
+            response.headers.extend(NO_STORE)
+            return response
+        tokens = result.tokens
+        body: dict[str, Any] = {"access_token": tokens.access_token, "token_type": "Bearer"}
+        if not self.omit_refresh_token:
+            body["refresh_token"] = tokens.refresh_token
+        body["expires_in"] = max(0, int(self.access_ttl) - 1)
+        body["scope"] = tokens.scope or "get_user_info"
+        return Response.json(200, body, NO_STORE)
+
+
+class OAuth2PostEmulator(_OAuth2Style):
+    """``oauth2_post`` (oauth2-client-secret-post.txt).
+
+    ``POST /api/v1/oauth2/token``, ``Content-Type: application/x-www-form-urlencoded``, form body
+    ``client_id``, ``client_secret``, ``refresh_token``, ``grant_type=refresh_token``; the client
+    credentials go in the body only.
+
+    * 200 ``{access_token, token_type: "Bearer", expires_in: <int>, scope, refresh_token}``.
+    * 400 ``invalid_grant`` ``"Invalid refresh token"`` (no echo here).
+    * 400 ``invalid_client``: missing/wrong body credentials, or an ``Authorization: Basic`` header.
+    * 400 ``unsupported_grant_type``; 400 ``invalid_request`` for another content type, a missing
+      ``grant_type``/``refresh_token`` or a repeated parameter.
+
+    Defaults: access token 7200 s, refresh token 30 days. Extra option ``omit_refresh_token``.
+    """
+
+    name: ClassVar[str] = "oauth2_post"
+    vendor_document: ClassVar[str] = "oauth2-client-secret-post.txt"
+    token_path: ClassVar[str] = "/api/v1/oauth2/token"
+    sample_path: ClassVar[str] = "/api/v1/sample"
+    default_access_ttl: ClassVar[float] = 7200.0
+    default_refresh_ttl: ClassVar[float] = 30 * DAY
+    default_scope: ClassVar[str | None] = "get_user_info"
+
+    def handle_token_request(self, request: IncomingRequest) -> Response:
+        """Validate and answer one refresh request."""
+        if (request.header("authorization") or "").strip().lower().startswith("basic"):
+            return self._oauth_error(
+                "bad_client",
+                400,
+                "invalid_client",
+                "Client authentication via HTTP Basic is not supported; send client_id and client_secret in the body",
+            )
+        if request.media_type() != FORM:
+            return self._bad_request(f"Content-Type must be {FORM}")
+        params = form_params(request.body)
+        if params is None:
+            return self._bad_request("The request body is not valid UTF-8")
+        duplicates = _duplicates(params)
+        if duplicates:
+            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        client_id = (params.get("client_id") or [""])[0]
+        client_secret = (params.get("client_secret") or [""])[0]
+        if not (
+            secrets_equal(client_id, self.client_id) and secrets_equal(client_secret, self.client_secret)
+        ):
+            return self._oauth_error("bad_client", 400, "invalid_client", "Client authentication failed")
+        bad_grant = self._check_grant(params)
+        if bad_grant is not None:
+            return bad_grant
+        refresh_token = (params.get("refresh_token") or [""])[0]
+        if not refresh_token:
+            return self._bad_request("Missing refresh_token parameter")
+        result = self.process_refresh(refresh_token)
+        if result.outcome != "ok" or result.tokens is None:
+            response = self.error_response(400, "invalid_grant", "Invalid refresh token")
+            response.headers.extend(NO_STORE)
+            return response
+        tokens = result.tokens
+        body: dict[str, Any] = {
+            "access_token": tokens.access_token,
+            "token_type": "Bearer",
+            "expires_in": int(self.access_ttl),
+            "scope": tokens.scope or "get_user_info",
+        }
+        if not self.omit_refresh_token:
+            body["refresh_token"] = tokens.refresh_token
+        return Response.json(200, body, NO_STORE)
+
+
+class BabelBirdEmulator(_OAuth2Style):
+    """``query_basic`` (babelbird-query-basic.txt).
+
+    ``POST /api/refreshToken.do?grant_type=refresh_token&refresh_token=...``: both parameters in
+    the QUERY STRING, client credentials as ``Authorization: Basic base64(client_id:client_secret)``.
+
+    * 200 ``{access_token, token_type: "Bearer", refresh_token, expires_in: 3600}``.
+    * Errors are not documented; the emulator answers OAuth2-style: 401 ``{"error":
+      "invalid_client"}`` (+ ``WWW-Authenticate: Basic``) for bad Basic credentials, 400
+      ``invalid_grant`` ``"Invalid refresh token"`` for a bad token, 400 ``invalid_request`` when
+      ``grant_type``/``refresh_token`` is not in the query string (a form body does not count),
+      400 ``unsupported_grant_type``.
+
+    Defaults: access token 3600 s, refresh token 30 days. Extra option ``omit_refresh_token``.
+    """
+
+    name: ClassVar[str] = "query_basic"
+    vendor_document: ClassVar[str] = "babelbird-query-basic.txt"
+    token_path: ClassVar[str] = "/api/refreshToken.do"
+    sample_path: ClassVar[str] = "/api/v1/sample"
+    default_access_ttl: ClassVar[float] = 3600.0
+    default_refresh_ttl: ClassVar[float] = 30 * DAY
+    default_scope: ClassVar[str | None] = None
+
+    def handle_token_request(self, request: IncomingRequest) -> Response:
+        """Validate and answer one refresh request."""
+        if not self._check_basic(request):
+            return self._bad_client_401()
+        params = parse_qs(request.query, keep_blank_values=True)
+        duplicates = _duplicates(params)
+        if duplicates:
+            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        if not (params.get("grant_type") or [""])[0]:
+            return self._bad_request("grant_type is required in the query string")
+        bad_grant = self._check_grant(params)
+        if bad_grant is not None:
+            return bad_grant
+        refresh_token = (params.get("refresh_token") or [""])[0]
+        if not refresh_token:
+            return self._bad_request("refresh_token is required in the query string")
+        result = self.process_refresh(refresh_token)
+        if result.outcome != "ok" or result.tokens is None:
+            return self.error_response(400, "invalid_grant", "Invalid refresh token")
+        tokens = result.tokens
+        body: dict[str, Any] = {"access_token": tokens.access_token, "token_type": "Bearer"}
+        if not self.omit_refresh_token:
+            body["refresh_token"] = tokens.refresh_token
+        body["expires_in"] = int(self.access_ttl)
+        return Response.json(200, body, NO_STORE)
+
+
+def _json_object(request: IncomingRequest) -> dict[str, Any] | None:
+    try:
+        value = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class IotAppIdEmulator(VendorEmulator):
+    """``appid_json`` (iot-appid-secret-json.txt).
+
+    ``POST /iocm/app/sec/v1.1.0/refreshToken``, ``Content-Type: application/json``, body
+    ``{"appId", "secret", "refreshToken"}`` (camelCase). HTTPS in the document: pass ``tls=``
+    (optionally with ``client_ca`` for mutual TLS) and any ``port``.
+
+    * 200 ``{accessToken, tokenType: "Bearer", expiresIn, refreshToken, scope: "default"}``;
+      ``expiresIn`` is a string (``"3600"``, as the document's example quotes it) unless
+      ``expires_as_string=False``.
+    * Errors ``{"error_code": "<code>", "error_desc": "<text>"}``: 400 ``102202`` (a field missing,
+      null or empty), 401 ``100208`` (appId/secret wrong), 400 ``100449`` (``frozen`` is set), 400
+      ``50400`` (invalid input: not JSON, wrong content type, wrong types, or an invalid, expired,
+      reused or revoked refresh token), 500 ``50252`` (fault injection).
+
+    Defaults: access token 3600 s, refresh token 30 days.
+    """
+
+    name: ClassVar[str] = "appid_json"
+    vendor_document: ClassVar[str] = "iot-appid-secret-json.txt"
+    token_path: ClassVar[str] = "/iocm/app/sec/v1.1.0/refreshToken"
+    sample_path: ClassVar[str] = "/iocm/app/sample"
+    default_access_ttl: ClassVar[float] = 3600.0
+    default_refresh_ttl: ClassVar[float] = 30 * DAY
+    default_scope: ClassVar[str | None] = "default"
+    max_field_length: ClassVar[int] = 256
+
+    def __init__(self, *, expires_as_string: bool = True, **kwargs: Unpack[CommonOptions]) -> None:
+        super().__init__(**kwargs)
+        self.expires_as_string = expires_as_string
+        """Emit ``expiresIn`` as ``"3600"`` (default) rather than ``3600``."""
+        self.frozen = False
+        """Admin toggle: the app is frozen; refreshes answer 400 ``100449``."""
+
+    def error_response(self, status: int, code: str, text: str) -> Response:
+        """``{"error_code", "error_desc"}``."""
+        return Response.json(status, {"error_code": code, "error_desc": text})
+
+    def fault_error(self, status: int) -> Response:
+        """500 → ``50252``; 503 and 429 (undocumented) carry their status as the code."""
+        if status == 500:
+            return self.error_response(500, "50252", "Internal server error.")
+        text = "Service Unavailable" if status == 503 else "Too Many Requests"
+        return self.error_response(status, str(status), text)
+
+    def ok_error_body(self) -> dict[str, Any]:
+        """``50252`` with HTTP 200."""
+        return {"error_code": "50252", "error_desc": "Internal server error."}
+
+    def _error(self, counter: str, status: int, code: str, text: str) -> Response:
+        self._count(counter)
+        return self.error_response(status, code, text)
+
+    def handle_token_request(self, request: IncomingRequest) -> Response:
+        """Validate and answer one refresh request."""
+        invalid = ("bad_request", 400, "50400", "The input is invalid.")
+        if request.media_type() != JSON:
+            return self._error(*invalid)
+        body = _json_object(request)
+        if body is None:
+            return self._error(*invalid)
+        fields = ("appId", "secret", "refreshToken")
+        if any(body.get(name) in (None, "") for name in fields):
+            return self._error("bad_request", 400, "102202", "Required Parameter is null or empty.")
+        values = [body[name] for name in fields]
+        if not all(isinstance(v, str) and len(v) <= self.max_field_length for v in values):
+            return self._error(*invalid)
+        app_id, secret, refresh_token = (str(v) for v in values)
+        if not (secrets_equal(app_id, self.client_id) and secrets_equal(secret, self.client_secret)):
+            return self._error("bad_client", 401, "100208", "AppId or secret is not right.")
+        if self.frozen:
+            return self._error("frozen", 400, "100449", "The device is freezed cant operate.")
+        result = self.process_refresh(refresh_token)
+        if result.outcome != "ok" or result.tokens is None:
+            return self.error_response(400, "50400", "The input is invalid.")
+        tokens = result.tokens
+        expires_in: int | str = int(self.access_ttl)
+        if self.expires_as_string:
+            expires_in = str(expires_in)
+        return Response.json(
+            200,
+            {
+                "accessToken": tokens.access_token,
+                "tokenType": "Bearer",
+                "expiresIn": expires_in,
+                "refreshToken": tokens.refresh_token,
+                "scope": tokens.scope or "default",
+            },
+        )
+
+    def sample_extra_check(self, request: IncomingRequest) -> bool:
+        """An ``app_key`` header, when sent, must be the appId."""
+        app_key = request.header("app_key")
+        return app_key is None or secrets_equal(app_key, self.client_id)
+
+
+class IsalesBearerEmulator(VendorEmulator):
+    """``bearer_json`` (isales-bearer-json.txt).
+
+    ``POST /rest/isales/v1/openapi/obs/auth/refresh`` with ``Content-Type: application/json``, the
+    header ``Authentication: Bearer <the family's current access token>`` (``Authentication``, not
+    ``Authorization``; the current access token is accepted even when expired) and the body
+    ``{"refreshToken": "..."}``. No client id/secret.
+
+    * 200 ``{"result": "0", "resultData": {"token", "tokenExpirationTime": 300, "refreshToken",
+      "refreshExpirationTime": 3600}}`` (seconds). ``result_as_int=True`` emits ``"result": 0`` (the
+      document's example) and applies to error results too; ``numbers_as_strings=True`` emits the
+      two expiration times as strings (the document's table types them ``String``).
+    * Errors ``{"result": "<status>", "resultDesc": "<text>"}``: 400 (wrong content type, bad
+      JSON, ``refreshToken`` missing/empty), 401 (``account_suspended`` is set), 403 ``Authentication
+      failed.`` (missing/malformed ``Authentication`` header, an access token that is not the
+      family's current one, or an invalid/expired/reused/revoked refresh token), 404 (other paths),
+      500 ``Business failure`` (fault injection). ``ok_with_error_body`` sends HTTP 200 with
+      ``result`` ``"1"``.
+
+    Defaults: access token 300 s, refresh token 3600 s.
+    """
+
+    name: ClassVar[str] = "bearer_json"
+    vendor_document: ClassVar[str] = "isales-bearer-json.txt"
+    token_path: ClassVar[str] = "/rest/isales/v1/openapi/obs/auth/refresh"
+    sample_path: ClassVar[str] = "/rest/isales/v1/openapi/sample"
+    default_access_ttl: ClassVar[float] = 300.0
+    default_refresh_ttl: ClassVar[float] = 3600.0
+    default_scope: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        *,
+        result_as_int: bool = False,
+        numbers_as_strings: bool = False,
+        **kwargs: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(**kwargs)
+        self.result_as_int = result_as_int
+        """Emit ``result`` as a number (``0``) instead of a string (``"0"``)."""
+        self.numbers_as_strings = numbers_as_strings
+        """Emit ``tokenExpirationTime``/``refreshExpirationTime`` as strings."""
+        self.account_suspended = False
+        """Admin toggle: the account is suspended; refreshes answer 401."""
+
+    def _result(self, code: int) -> int | str:
+        return code if self.result_as_int else str(code)
+
+    def error_response(self, status: int, code: str, text: str) -> Response:
+        """``{"result": "<status>", "resultDesc": "<text>"}``."""
+        return Response.json(status, {"result": self._result(status), "resultDesc": text})
+
+    def fault_error(self, status: int) -> Response:
+        """500 ``Business failure``; 503/429 (undocumented) in the same shape."""
+        text = {500: "Business failure.", 503: "Service unavailable.", 429: "Too many requests."}[status]
+        return self.error_response(status, str(status), text)
+
+    def ok_error_body(self) -> dict[str, Any]:
+        """``result`` 1 with HTTP 200."""
+        return {"result": self._result(1), "resultDesc": "Business failure."}
+
+    def _error(self, counter: str, status: int, text: str) -> Response:
+        self._count(counter)
+        return self.error_response(status, str(status), text)
+
+    def handle_token_request(self, request: IncomingRequest) -> Response:
+        """Validate and answer one refresh request."""
+        if self.account_suspended:
+            return self._error("account_suspended", 401, "Unauthorized operation.")
+        access_token = request.bearer("authentication")
+        if access_token is None:
+            return self._error("bad_auth_header", 403, "Authentication failed.")
+        if request.media_type() != JSON:
+            return self._error("bad_request", 400, "Incorrect request.")
+        body = _json_object(request)
+        refresh_token = body.get("refreshToken") if body is not None else None
+        if not isinstance(refresh_token, str) or not refresh_token:
+            return self._error("bad_request", 400, "Incorrect request.")
+        result: RefreshResult = self.process_refresh(refresh_token, bound_access_token=access_token)
+        if result.outcome != "ok" or result.tokens is None:
+            return self.error_response(403, "403", "Authentication failed.")
+        tokens = result.tokens
+        token_ttl: int | str = int(self.access_ttl)
+        refresh_ttl: int | str = int(tokens.refresh_expires_in)
+        if self.numbers_as_strings:
+            token_ttl, refresh_ttl = str(token_ttl), str(refresh_ttl)
+        return Response.json(
+            200,
+            {
+                "result": self._result(0),
+                "resultData": {
+                    "token": tokens.access_token,
+                    "tokenExpirationTime": token_ttl,
+                    "refreshToken": tokens.refresh_token,
+                    "refreshExpirationTime": refresh_ttl,
+                },
+            },
+        )
+
+    def sample_access_token(self, request: IncomingRequest) -> str | None:
+        """``Authorization: Bearer`` (or, as the refresh call spells it, ``Authentication: Bearer``)."""
+        return request.bearer("authorization") or request.bearer("authentication")
+
+
+EMULATORS: dict[str, type[VendorEmulator]] = {
+    OAuth2BasicEmulator.name: OAuth2BasicEmulator,
+    OAuth2PostEmulator.name: OAuth2PostEmulator,
+    BabelBirdEmulator.name: BabelBirdEmulator,
+    IotAppIdEmulator.name: IotAppIdEmulator,
+    IsalesBearerEmulator.name: IsalesBearerEmulator,
+}
+"""Dialect name → emulator class."""
+
+
+def serve(
+    dialects: Iterable[str],
+    host: str = "127.0.0.1",
+    base_port: int | None = None,
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    **kwargs: Any,
+) -> list[VendorEmulator]:
+    """Start one emulator per dialect (in the given order) and return them, started.
+
+    :param dialects: dialect names (keys of :data:`EMULATORS`).
+    :param host: a loopback address; anything else is refused with ``ValueError``.
+    :param base_port: the first emulator listens on ``base_port``, the next on ``base_port + 1``...;
+        ``None`` picks free ports.
+    :param options: per-dialect extra constructor arguments, e.g.
+        ``{"appid_json": {"expires_as_string": False}}``.
+    :param kwargs: constructor arguments common to every emulator (``rotation``, ``tls``, ...).
+
+    If one fails to start, those already started are stopped and the error is raised.
+    """
+    names = list(dialects)
+    unknown = [n for n in names if n not in EMULATORS]
+    if unknown:
+        raise ValueError(f"unknown dialect(s) {', '.join(unknown)}; known: {', '.join(sorted(EMULATORS))}")
+    bind = check_loopback(host)
+    started: list[VendorEmulator] = []
+    try:
+        for index, name in enumerate(names):
+            port = 0 if base_port is None else base_port + index
+            extra = dict((options or {}).get(name, {}))
+            emulator = EMULATORS[name](host=bind, port=port, **kwargs, **extra)
+            started.append(emulator.start())
+    except BaseException:
+        for emulator in started:
+            emulator.stop()
+        raise
+    return started
