@@ -1,0 +1,107 @@
+"""One real Airflow deployment per test session: api-server, scheduler, dag-processor, triggerer.
+
+SQLite and LocalExecutor, everything on 127.0.0.1, each component stopped by PID at the end. The
+five emulated vendors run in the test process; workers reach them over loopback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokenrefresh.testing import VendorEmulator, serve
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+
+ROOT = Path(__file__).resolve().parents[2]
+DIALECTS = ["oauth2_basic", "oauth2_post", "query_basic", "appid_json", "bearer_json"]
+
+
+@dataclass
+class Deployment:
+    """The running stack, its emulators and the canary secrets seeded into connections."""
+
+    stack: AirflowStack
+    emulators: dict[str, VendorEmulator]
+    seeds: dict[str, Any] = field(default_factory=dict)
+    started_in: float = 0.0
+
+    def conn_id(self, dialect: str) -> str:
+        return f"vendor_{dialect}"
+
+    def seed_connection(self, dialect: str, **extra: Any) -> Any:
+        emu = self.emulators[dialect]
+        seed = emu.issue_tokens()
+        self.seeds[dialect] = seed
+        self.stack.put_connection(
+            self.conn_id(dialect), f"tokenrefresh_{dialect}",
+            **emulator_connection(emu, seed.refresh_token, seed.access_token, **extra),
+        )
+        return seed
+
+    def canaries(self) -> set[str]:
+        """Every secret the deployment ever saw: client secrets and all tokens ever issued or sent."""
+        values: set[str] = set()
+        for emu in self.emulators.values():
+            values.add(emu.client_secret)
+            for family in emu.families():
+                snap = emu.current_tokens(family)
+                values |= {snap.access_token, snap.refresh_token}
+            for request in emu.requests:
+                blob = request.body.decode(errors="replace") + request.query + " ".join(request.headers.values())
+                values |= {word for word in _words(blob) if word.startswith("emu-")}
+        for seed in self.seeds.values():
+            values |= {seed.access_token, seed.refresh_token}
+        return {v for v in values if v and len(v) >= 8}
+
+    def stored_refresh_token(self, dialect: str) -> str | None:
+        """The refresh token in the connection's Variable record (read in a child process; never printed)."""
+        import json
+        import subprocess
+        import sys
+
+        code = (
+            "import json,sys\n"
+            "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
+            "r,_=VariableTokenStore().read(sys.argv[1])\n"
+            "print(json.dumps({'rt': r.refresh_token.get_secret_value() if r and r.refresh_token else None,"
+            " 'generation': r.generation if r else None}))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, f"tokenrefresh_token__{self.conn_id(dialect)}"],
+            env=self.stack.env(), capture_output=True, text=True, check=True,
+        )
+        value: str | None = json.loads(out.stdout.strip().splitlines()[-1])["rt"]
+        return value
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"emu[-+][A-Za-z0-9_/+=-]+", text)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    t0 = time.monotonic()
+    home = tmp_path_factory.mktemp("airflow_home")
+    dags = tmp_path_factory.mktemp("dags")
+    for source in [*(ROOT / "dags").glob("*.py"), *(Path(__file__).parent / "dags").glob("*.py")]:
+        shutil.copy(source, dags / source.name)
+    emulators = dict(zip(DIALECTS, serve(DIALECTS, client_secret="CANARY-client-secret-af3d19"), strict=True))
+    stack = AirflowStack(home=home, dags_folder=dags)
+    try:
+        stack.migrate()
+        stack.start()
+        for dag_id in ("example_token_consumer", "example_token_keeper", "careless_consumer"):
+            stack.wait_for_dag(dag_id)
+        yield Deployment(stack=stack, emulators=emulators, started_in=time.monotonic() - t0)
+    finally:
+        stack.stop()
+        for emu in emulators.values():
+            emu.stop()

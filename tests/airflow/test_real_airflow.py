@@ -1,0 +1,199 @@
+"""The provider on real Airflow 3.3 components (not `airflow dags test`): connections in the UI
+metadata, the example DAGs against every emulated vendor, deferral to the triggerer, persisted
+rotation, masking in real task logs, the connection test in the api-server, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DIALECTS, Deployment
+
+pytestmark = pytest.mark.airflow
+
+LABELS = {
+    "tokenrefresh_oauth2_basic": ("Client ID", "Client secret"),
+    "tokenrefresh_oauth2_post": ("Client ID", "Client secret"),
+    "tokenrefresh_query_basic": ("Client ID", "Client secret"),
+    "tokenrefresh_appid_json": ("App ID", "Secret"),
+    "tokenrefresh_custom": ("Client ID", "Client secret"),
+}
+
+
+def test_hook_meta_declares_the_fields_of_every_connection_type(deployment: Deployment) -> None:
+    with deployment.stack.api() as api:
+        response = api.get("/ui/connections/hook_meta")
+    assert response.status_code == 200
+    metas = {m["connection_type"]: m for m in response.json() if m["connection_type"].startswith("tokenrefresh_")}
+    assert sorted(metas) == sorted(f"tokenrefresh_{d}" for d in [*DIALECTS, "custom"])
+    for conn_type, meta in metas.items():
+        extra = meta["extra_fields"]
+        assert extra["refresh_token"]["schema"]["format"] == "password"
+        assert extra["access_token"]["schema"]["format"] == "password"
+        assert extra["endpoint"]["schema"]["title"] == "Endpoint path"
+        assert meta["standard_fields"]["host"]["title"] == "Base URL"
+        if conn_type == "tokenrefresh_bearer_json":
+            assert meta["standard_fields"]["login"]["hidden"] is True
+            assert meta["standard_fields"]["password"]["hidden"] is True
+        else:
+            login, password = LABELS[conn_type]
+            assert meta["standard_fields"]["login"]["title"] == login
+            assert meta["standard_fields"]["password"]["title"] == password
+    assert "dialect" in metas["tokenrefresh_custom"]["extra_fields"]
+    assert "dialect" not in metas["tokenrefresh_oauth2_basic"]["extra_fields"]
+
+
+def _xcom(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> object:
+    with deployment.stack.api() as api:
+        response = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+    response.raise_for_status()
+    return response.json()["value"]
+
+
+def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(deployment: Deployment) -> None:
+    stack = deployment.stack
+    seeds = {d: deployment.seed_connection(d) for d in DIALECTS}
+    for emu in deployment.emulators.values():
+        emu.reset_counters()
+    run_id = stack.trigger("example_token_consumer")
+    assert stack.wait_run("example_token_consumer", run_id, timeout=300) == "success"
+    states = {ti["task_id"]: ti["state"] for ti in stack.task_instances("example_token_consumer", run_id)}
+    for dialect in DIALECTS:
+        conn_id = deployment.conn_id(dialect)
+        emu = deployment.emulators[dialect]
+        assert states[f"wait_{conn_id}"] == "success"
+        assert states[f"call_{conn_id}"] == "success"
+        # The sensor's result is the trigger's event: only TokenValidTrigger produces "checks".
+        event = _xcom(deployment, "example_token_consumer", run_id, f"wait_{conn_id}")
+        assert isinstance(event, dict)
+        assert event["status"] == "success"
+        assert event["checks"] >= 1
+        assert emu.counters.get("ok") == 1, emu.counters  # exactly one refresh per vendor
+        assert emu.counters.get("invalid_grant", 0) == 0
+        assert emu.counters.get("sample:ok") == 1
+        stored = deployment.stored_refresh_token(dialect)
+        assert stored is not None
+        assert stored != seeds[dialect].refresh_token  # the rotated token was persisted
+        assert emu.is_refresh_token_valid(stored)
+        # The refresh happened in the triggerer: its log is the trigger log of the sensor's try.
+        trigger_logs = list(
+            (stack.home / "logs" / "dag_id=example_token_consumer" / f"run_id={run_id}" / f"task_id=wait_{conn_id}")
+            .glob("attempt=*.log.trigger.*.log")
+        )
+        assert trigger_logs, f"no trigger log for wait_{conn_id}"
+        trigger_log = "\n".join(p.read_text() for p in trigger_logs)
+        assert f"Token refreshed for {conn_id}: generation 1" in trigger_log
+        assert "Trigger fired event" in trigger_log
+
+
+def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment: Deployment) -> None:
+    stack = deployment.stack
+    before = {d: deployment.stored_refresh_token(d) for d in DIALECTS}
+    for emu in deployment.emulators.values():
+        emu.reset_counters()
+    run_id = stack.trigger("example_token_keeper", {"force": True})
+    assert stack.wait_run("example_token_keeper", run_id, timeout=300) == "success"
+    result = _xcom(deployment, "example_token_keeper", run_id, "refresh_tokens")
+    assert isinstance(result, dict)
+    for dialect in DIALECTS:
+        emu = deployment.emulators[dialect]
+        assert emu.counters.get("ok", 0) >= 1
+        # Sending the dead seed would have been a reuse: invalid_grant and a revoked family.
+        assert emu.counters.get("invalid_grant", 0) == 0
+        assert emu.families_revoked == 0
+        assert emu.requests[0].body.find(deployment.seeds[dialect].refresh_token.encode()) == -1
+        assert deployment.seeds[dialect].refresh_token not in emu.requests[0].query
+        after = deployment.stored_refresh_token(dialect)
+        assert after != before[dialect]
+        assert after is not None and emu.is_refresh_token_valid(after)
+        status = result[deployment.conn_id(dialect)]
+        assert status["refreshed"] is True
+        assert status["generation"] >= 2
+
+
+def test_a_careless_print_of_the_token_is_masked_in_the_real_task_log(deployment: Deployment) -> None:
+    stack = deployment.stack
+    run_id = stack.trigger("careless_consumer", {"conn_id": deployment.conn_id("oauth2_basic")})
+    assert stack.wait_run("careless_consumer", run_id, timeout=300) == "success"
+    log = stack.run_logs("careless_consumer", run_id)
+    assert "careless print of the token: ***" in log
+    assert "careless log of the token: ***" in log
+    assert isinstance(_xcom(deployment, "careless_consumer", run_id, "careless"), int)
+
+
+def test_no_canary_in_any_log_xcom_or_rendered_field(deployment: Deployment) -> None:
+    stack = deployment.stack
+    canaries = deployment.canaries()
+    assert len(canaries) >= 3 * len(DIALECTS)
+    # Airflow 3.3.2's LocalExecutor echoes task output to the scheduler's stdout *without* masking.
+    # Nothing of ours logs a token, so only the deliberately careless DAG's own prints may appear
+    # there; those lines are left out here (the task log itself is checked masked above).
+    everything = "\n".join(
+        line for line in stack.all_logs().splitlines() if not ("careless" in line and "of the token" in line)
+    )
+    assert "Refresh" in everything  # the logs really hold the refresh activity
+    with stack.api() as api:
+        for dag_id in ("example_token_consumer", "example_token_keeper", "careless_consumer"):
+            runs = api.get(f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"]
+            for run in runs:
+                tis = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances").json()
+                everything += json.dumps(tis)
+                xcoms = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/~/xcomEntries",
+                                params={"deserialize": True}).json()
+                everything += json.dumps(xcoms)
+    leaked = [_where(everything, c) for c in canaries if c in everything]
+    assert leaked == []
+
+
+def _where(text: str, secret: str) -> str:
+    """Context around a leaked secret, with the secret itself hidden (for the failure message)."""
+    at = text.index(secret)
+    return text[max(0, at - 300) : at].replace(secret, "<CANARY>") + "<CANARY>"
+
+
+def test_connection_test_button_runs_in_the_api_server(deployment: Deployment) -> None:
+    emu = deployment.emulators["appid_json"]
+    seed = emu.issue_tokens()
+    body = {
+        "connection_id": "ui_test_appid",
+        "conn_type": "tokenrefresh_appid_json",
+        "host": emu.base_url,
+        "login": emu.client_id,
+        "password": emu.client_secret,
+        "extra": json.dumps({"refresh_token": seed.refresh_token, "allow_insecure_http": True}),
+    }
+    with deployment.stack.api() as api:
+        ok = api.post("/api/v2/connections/test", json=body).json()
+        bad = api.post("/api/v2/connections/test", json={**body, "password": "wrong-secret-123"}).json()
+    assert ok["status"] is True, ok
+    assert "generation 1" in ok["message"]
+    assert bad["status"] is False
+    assert "100208" in bad["message"]
+    assert "wrong-secret-123" not in bad["message"]
+    assert not emu.is_refresh_token_valid(seed.refresh_token)  # rotated, and the new one was persisted
+
+
+def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("airflow-tokenrefresh"))
+    return subprocess.run([exe, *args], env=deployment.stack.env(), capture_output=True, text=True, check=False)
+
+
+def test_cli_status_and_refresh_share_the_store_with_tasks(deployment: Deployment) -> None:
+    conn_id = deployment.conn_id("query_basic")
+    before = json.loads(_cli(deployment, "status", "--json", conn_id).stdout)[0]
+    refreshed = _cli(deployment, "refresh", conn_id, "--force")
+    assert refreshed.returncode == 0, refreshed.stderr[-2000:]
+    result = json.loads(refreshed.stdout)
+    assert result["refreshed"] is True
+    assert result["generation"] == before["generation"] + 1
+    stored = deployment.stored_refresh_token("query_basic")
+    assert stored is not None and deployment.emulators["query_basic"].is_refresh_token_valid(stored)
+    table = _cli(deployment, "status")
+    assert table.returncode == 0
+    assert conn_id in table.stdout
+    for canary in deployment.canaries():
+        assert canary not in table.stdout + table.stderr + refreshed.stdout + refreshed.stderr
