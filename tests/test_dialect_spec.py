@@ -61,7 +61,10 @@ def test_a_sixth_vendor_is_described_as_data() -> None:
         ({"request": {"path": "oauth/token"}}, "dialect.request.path"),
         ({"request": {"path": "/t", "client_auth": "carrier-pigeon"}}, "dialect.request.client_auth"),
         ({"request": {"path": "/t", "encoding": "none"}}, "dialect.request"),
-        ({"request": {"path": "/t", "access_token_header": "Bad Header"}}, "dialect.request.access_token_header"),
+        (
+            {"request": {"path": "/t", "access_token_header": "Bad Header"}},
+            "dialect.request.access_token_header",
+        ),
         ({"response": {"access_token": "a..b"}}, "dialect.response.access_token"),
         ({"response": {"expires_format": "fortnights"}}, "dialect.response.expires_format"),
         ({"errors": [{"outcome": "panic", "meaning": "x"}]}, "dialect.errors.0.outcome"),

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
 from airflow_provider_tokenrefresh.errors import TokenRefreshError
-from airflow_provider_tokenrefresh.testing import VendorEmulator
 
 from .conftest import DIALECTS, EmulatorFactory, client_for
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.testing import VendorEmulator
 
 CLIENT_SECRET = "CANARY-client-secret-9d2f71"
 
@@ -73,7 +75,9 @@ def _secrets(emu: VendorEmulator) -> list[str]:
 
 
 @pytest.mark.parametrize("name", DIALECTS)
-def test_no_canary_in_exceptions_or_logs_on_any_path(name: str, emulator_factory: EmulatorFactory, captured: _Capture) -> None:
+def test_no_canary_in_exceptions_or_logs_on_any_path(
+    name: str, emulator_factory: EmulatorFactory, captured: _Capture
+) -> None:
     emu = emulator_factory(name, client_secret=CLIENT_SECRET)
     seed = emu.issue_tokens()
     texts: list[str] = []
@@ -87,14 +91,28 @@ def test_no_canary_in_exceptions_or_logs_on_any_path(name: str, emulator_factory
         fresh = emu.issue_tokens()
         used += [fresh.refresh_token, fresh.access_token]
         emu.inject(kind, **params)
-        texts.append(_attempt(emu, fresh.refresh_token, fresh.access_token, timeout=0.5, max_attempts=2,
-                              max_response_bytes=64 * 1024))
+        texts.append(
+            _attempt(
+                emu,
+                fresh.refresh_token,
+                fresh.access_token,
+                timeout=0.5,
+                max_attempts=2,
+                max_response_bytes=64 * 1024,
+            )
+        )
     # A wrong client secret (the vendor refuses the client).
     wrong = emu.issue_tokens()
     bad_secret = "CANARY-wrong-secret-55aa0c"
     used += [wrong.refresh_token, wrong.access_token, bad_secret]
-    texts.append(_attempt(emu, wrong.refresh_token, wrong.access_token,
-                          credentials=ClientCredentials(emu.client_id, bad_secret)))
+    texts.append(
+        _attempt(
+            emu,
+            wrong.refresh_token,
+            wrong.access_token,
+            credentials=ClientCredentials(emu.client_id, bad_secret),
+        )
+    )
 
     canaries = set(used + _secrets(emu))
     assert emu.refresh_requests >= len(FAILURES)  # the paths really ran
@@ -105,7 +123,9 @@ def test_no_canary_in_exceptions_or_logs_on_any_path(name: str, emulator_factory
     assert leaked == []
 
 
-def test_query_string_token_is_redacted_in_httpx_request_log(emulator_factory: EmulatorFactory, captured: _Capture) -> None:
+def test_query_string_token_is_redacted_in_httpx_request_log(
+    emulator_factory: EmulatorFactory, captured: _Capture
+) -> None:
     emu = emulator_factory("query_basic")
     seed = emu.issue_tokens()
     client_for(emu).refresh(seed.refresh_token)

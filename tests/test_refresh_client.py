@@ -38,7 +38,9 @@ def test_refresh_rotates_and_the_old_token_dies(name: str, emulator_factory: Emu
 
 
 @pytest.mark.parametrize("name", DIALECTS)
-def test_reused_refresh_token_is_rejected_and_the_family_revoked(name: str, emulator_factory: EmulatorFactory) -> None:
+def test_reused_refresh_token_is_rejected_and_the_family_revoked(
+    name: str, emulator_factory: EmulatorFactory
+) -> None:
     emu = emulator_factory(name)
     seed = emu.issue_tokens()
     client = client_for(emu)
@@ -109,7 +111,9 @@ def test_5xx_without_retry_after_is_not_retried(fault: str, emulator_factory: Em
     assert emu.is_refresh_token_valid(seed.refresh_token)
 
 
-def test_read_timeout_after_sending_is_outcome_unknown_and_not_retried(emulator_factory: EmulatorFactory) -> None:
+def test_read_timeout_after_sending_is_outcome_unknown_and_not_retried(
+    emulator_factory: EmulatorFactory,
+) -> None:
     emu = emulator_factory("oauth2_post")
     seed = emu.issue_tokens()
     emu.inject("slow", delay=2.0)
@@ -138,11 +142,14 @@ def test_unreadable_success_answer_is_malformed(fault: str, emulator_factory: Em
         client_for(emu, max_response_bytes=64 * 1024).refresh(seed.refresh_token, seed.access_token)
 
 
-@pytest.mark.parametrize(("name", "error"), [
-    ("oauth2_basic", TransientRefreshError),
-    ("appid_json", TransientRefreshError),
-    ("bearer_json", TransientRefreshError),
-])
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("oauth2_basic", TransientRefreshError),
+        ("appid_json", TransientRefreshError),
+        ("bearer_json", TransientRefreshError),
+    ],
+)
 def test_http_200_with_an_error_body_is_a_failure(
     name: str, error: type[Exception], emulator_factory: EmulatorFactory
 ) -> None:
@@ -159,8 +166,11 @@ def test_wrong_client_secret_is_a_configuration_error(name: str, emulator_factor
     seed = emu.issue_tokens()
     client = RefreshClient(
         PRESETS[name],
-        ClientSettings(base_url=emu.base_url, credentials=ClientCredentials(emu.client_id, "wrong-secret-xyz"),
-                       allow_insecure_http=True),
+        ClientSettings(
+            base_url=emu.base_url,
+            credentials=ClientCredentials(emu.client_id, "wrong-secret-xyz"),
+            allow_insecure_http=True,
+        ),
     )
     with pytest.raises(ConfigurationError):
         client.refresh(seed.refresh_token)

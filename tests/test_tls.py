@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
@@ -11,10 +11,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from airflow_provider_tokenrefresh.errors import ConfigurationError, RefreshOutcomeUnknown, TransientRefreshError
+from airflow_provider_tokenrefresh.errors import (
+    ConfigurationError,
+    RefreshOutcomeUnknown,
+    TransientRefreshError,
+)
 from airflow_provider_tokenrefresh.testing import TLSConfig
 
 from .conftest import EmulatorFactory, client_for
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -30,8 +37,15 @@ def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey |
     path.write_bytes(data)
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, issuer_key: ec.EllipticCurvePrivateKey,
-          *, ca: bool = False, server: bool = False) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (
@@ -51,7 +65,9 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | Non
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     elif not ca:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -69,19 +85,23 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_private_ca_and_client_certificate_on_a_custom_port(pki: dict[str, Path], emulator_factory: EmulatorFactory) -> None:
-    emu = emulator_factory(
-        "appid_json", tls=TLSConfig(certfile=pki["server"], client_ca=pki["ca"])
-    )
+def test_private_ca_and_client_certificate_on_a_custom_port(
+    pki: dict[str, Path], emulator_factory: EmulatorFactory
+) -> None:
+    emu = emulator_factory("appid_json", tls=TLSConfig(certfile=pki["server"], client_ca=pki["ca"]))
     assert emu.base_url.startswith("https://127.0.0.1:")
     seed = emu.issue_tokens()
-    tokens = client_for(emu, verify=str(pki["ca"]), client_cert=str(pki["client"])).refresh(seed.refresh_token)
+    tokens = client_for(emu, verify=str(pki["ca"]), client_cert=str(pki["client"])).refresh(
+        seed.refresh_token
+    )
     assert emu.is_access_token_valid(tokens.access_token.get_secret_value())
     assert emu.requests[0].client_cert_subject is not None
     assert "airflow-worker" in emu.requests[0].client_cert_subject
 
 
-def test_server_certificate_from_an_unknown_ca_is_refused(pki: dict[str, Path], emulator_factory: EmulatorFactory) -> None:
+def test_server_certificate_from_an_unknown_ca_is_refused(
+    pki: dict[str, Path], emulator_factory: EmulatorFactory
+) -> None:
     emu = emulator_factory("appid_json", tls=TLSConfig(certfile=pki["server"]))
     seed = emu.issue_tokens()
     with pytest.raises(TransientRefreshError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -91,7 +111,9 @@ def test_server_certificate_from_an_unknown_ca_is_refused(pki: dict[str, Path], 
     assert emu.refresh_requests == 0
 
 
-def test_missing_client_certificate_is_refused_by_the_server(pki: dict[str, Path], emulator_factory: EmulatorFactory) -> None:
+def test_missing_client_certificate_is_refused_by_the_server(
+    pki: dict[str, Path], emulator_factory: EmulatorFactory
+) -> None:
     emu = emulator_factory("appid_json", tls=TLSConfig(certfile=pki["server"], client_ca=pki["ca"]))
     seed = emu.issue_tokens()
     # TLS 1.3 reports the refusal after the handshake, so the client may already have written the
@@ -102,7 +124,9 @@ def test_missing_client_certificate_is_refused_by_the_server(pki: dict[str, Path
     assert emu.is_refresh_token_valid(seed.refresh_token)
 
 
-def test_unreadable_ca_bundle_names_the_field(tmp_path: Path, emulator_factory: EmulatorFactory, pki: dict[str, Path]) -> None:
+def test_unreadable_ca_bundle_names_the_field(
+    tmp_path: Path, emulator_factory: EmulatorFactory, pki: dict[str, Path]
+) -> None:
     emu = emulator_factory("appid_json", tls=TLSConfig(certfile=pki["server"]))
     with pytest.raises(ConfigurationError, match="'verify'"):
         client_for(emu, verify=str(tmp_path / "missing.pem")).refresh("whatever-token")

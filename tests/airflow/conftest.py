@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_provider_tokenrefresh.testing import VendorEmulator, serve
 from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 DIALECTS = ["oauth2_basic", "oauth2_post", "query_basic", "appid_json", "bearer_json"]
@@ -39,7 +41,8 @@ class Deployment:
         seed = emu.issue_tokens()
         self.seeds[dialect] = seed
         self.stack.put_connection(
-            self.conn_id(dialect), f"tokenrefresh_{dialect}",
+            self.conn_id(dialect),
+            f"tokenrefresh_{dialect}",
             **emulator_connection(emu, seed.refresh_token, seed.access_token, **extra),
         )
         return seed
@@ -53,7 +56,9 @@ class Deployment:
                 snap = emu.current_tokens(family)
                 values |= {snap.access_token, snap.refresh_token}
             for request in emu.requests:
-                blob = request.body.decode(errors="replace") + request.query + " ".join(request.headers.values())
+                blob = (
+                    request.body.decode(errors="replace") + request.query + " ".join(request.headers.values())
+                )
                 values |= {word for word in _words(blob) if word.startswith("emu-")}
         for seed in self.seeds.values():
             values |= {seed.access_token, seed.refresh_token}
@@ -74,7 +79,10 @@ class Deployment:
         )
         out = subprocess.run(
             [sys.executable, "-c", code, f"tokenrefresh_token__{self.conn_id(dialect)}"],
-            env=self.stack.env(), capture_output=True, text=True, check=True,
+            env=self.stack.env(),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         value: str | None = json.loads(out.stdout.strip().splitlines()[-1])["rt"]
         return value

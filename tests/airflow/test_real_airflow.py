@@ -28,7 +28,9 @@ def test_hook_meta_declares_the_fields_of_every_connection_type(deployment: Depl
     with deployment.stack.api() as api:
         response = api.get("/ui/connections/hook_meta")
     assert response.status_code == 200
-    metas = {m["connection_type"]: m for m in response.json() if m["connection_type"].startswith("tokenrefresh_")}
+    metas = {
+        m["connection_type"]: m for m in response.json() if m["connection_type"].startswith("tokenrefresh_")
+    }
     assert sorted(metas) == sorted(f"tokenrefresh_{d}" for d in [*DIALECTS, "custom"])
     for conn_type, meta in metas.items():
         extra = meta["extra_fields"]
@@ -49,12 +51,16 @@ def test_hook_meta_declares_the_fields_of_every_connection_type(deployment: Depl
 
 def _xcom(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> object:
     with deployment.stack.api() as api:
-        response = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        response = api.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        )
     response.raise_for_status()
     return response.json()["value"]
 
 
-def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(deployment: Deployment) -> None:
+def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
+    deployment: Deployment,
+) -> None:
     stack = deployment.stack
     seeds = {d: deployment.seed_connection(d) for d in DIALECTS}
     for emu in deployment.emulators.values():
@@ -81,8 +87,13 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(d
         assert emu.is_refresh_token_valid(stored)
         # The refresh happened in the triggerer: its log is the trigger log of the sensor's try.
         trigger_logs = list(
-            (stack.home / "logs" / "dag_id=example_token_consumer" / f"run_id={run_id}" / f"task_id=wait_{conn_id}")
-            .glob("attempt=*.log.trigger.*.log")
+            (
+                stack.home
+                / "logs"
+                / "dag_id=example_token_consumer"
+                / f"run_id={run_id}"
+                / f"task_id=wait_{conn_id}"
+            ).glob("attempt=*.log.trigger.*.log")
         )
         assert trigger_logs, f"no trigger log for wait_{conn_id}"
         trigger_log = "\n".join(p.read_text() for p in trigger_logs)
@@ -142,8 +153,10 @@ def test_no_canary_in_any_log_xcom_or_rendered_field(deployment: Deployment) -> 
             for run in runs:
                 tis = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances").json()
                 everything += json.dumps(tis)
-                xcoms = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/~/xcomEntries",
-                                params={"deserialize": True}).json()
+                xcoms = api.get(
+                    f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/~/xcomEntries",
+                    params={"deserialize": True},
+                ).json()
                 everything += json.dumps(xcoms)
     leaked = [_where(everything, c) for c in canaries if c in everything]
     assert leaked == []
@@ -179,7 +192,9 @@ def test_connection_test_button_runs_in_the_api_server(deployment: Deployment) -
 
 def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("airflow-tokenrefresh"))
-    return subprocess.run([exe, *args], env=deployment.stack.env(), capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [exe, *args], env=deployment.stack.env(), capture_output=True, text=True, check=False
+    )
 
 
 def test_cli_status_and_refresh_share_the_store_with_tasks(deployment: Deployment) -> None:

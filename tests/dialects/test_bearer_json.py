@@ -33,7 +33,9 @@ def test_a_missing_access_token_is_a_configuration_error_naming_the_extra() -> N
 
 @pytest.mark.parametrize("result", [0, "0"])
 @pytest.mark.parametrize(("access_ttl", "refresh_ttl"), [(300, 3600), ("300", "3600")])
-def test_success_answer_in_both_documented_forms(result: object, access_ttl: object, refresh_ttl: object) -> None:
+def test_success_answer_in_both_documented_forms(
+    result: object, access_ttl: object, refresh_ttl: object
+) -> None:
     tokens = parse(
         SPEC,
         200,

@@ -22,9 +22,10 @@ def test_request_is_form_post_with_basic_credentials() -> None:
     req = build(SPEC)
     assert req.method == "POST"
     assert req.url == "https://vendor.example:8443/api/v1/oauth2/token"
-    assert req.headers["Authorization"] == "Basic " + base64.b64encode(
-        f"{CLIENT_ID}:{CLIENT_SECRET}".encode()
-    ).decode()
+    assert (
+        req.headers["Authorization"]
+        == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    )
     assert req.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert form_of(req) == {"grant_type": ["refresh_token"], "refresh_token": [REFRESH]}
     assert query_of(req) == {}

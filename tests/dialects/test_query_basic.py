@@ -18,9 +18,10 @@ def test_request_puts_grant_type_and_refresh_token_in_the_query() -> None:
     assert req.method == "POST"
     assert req.url.startswith("https://vendor.example:8443/api/refreshToken.do?")
     assert query_of(req) == {"grant_type": ["refresh_token"], "refresh_token": [REFRESH]}
-    assert req.headers["Authorization"] == "Basic " + base64.b64encode(
-        f"{CLIENT_ID}:{CLIENT_SECRET}".encode()
-    ).decode()
+    assert (
+        req.headers["Authorization"]
+        == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    )
     assert req.content is None
     assert "Content-Type" not in req.headers
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from airflow_provider_tokenrefresh.dialects.spec import DialectSpec
 from airflow_provider_tokenrefresh.dialects.wire import (
     ClientCredentials,
     ResponseContext,
@@ -15,7 +14,10 @@ from airflow_provider_tokenrefresh.dialects.wire import (
     build_request,
     parse_response,
 )
-from airflow_provider_tokenrefresh.tokens import TokenSet
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.dialects.spec import DialectSpec
+    from airflow_provider_tokenrefresh.tokens import TokenSet
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 CLIENT_ID = "client-id-canary"

@@ -265,7 +265,9 @@ def test_restart_keeps_state() -> None:
             assert session.refresh(client).status_code == 200
 
 
-def test_nothing_secret_is_logged(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+def test_nothing_secret_is_logged(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     """query_basic puts the refresh token in the request line: neither logs nor stderr may show it."""
     caplog.set_level(logging.DEBUG, logger="airflow_provider_tokenrefresh.testing")
     with EMULATORS["query_basic"]() as emu, httpx.Client(timeout=10) as client:
@@ -278,7 +280,9 @@ def test_nothing_secret_is_logged(caplog: pytest.LogCaptureFixture, capfd: pytes
             session.send(client)
     out, err = capfd.readouterr()
     # httpx logs its own request lines (client side); only the emulator's records matter here
-    ours = [r.getMessage() for r in caplog.records if r.name.startswith("airflow_provider_tokenrefresh.testing")]
+    ours = [
+        r.getMessage() for r in caplog.records if r.name.startswith("airflow_provider_tokenrefresh.testing")
+    ]
     assert ours  # the emulator did log at DEBUG
     for secret in (seed_refresh, session.refresh_token, session.access_token, "demo-secret"):
         assert all(secret not in line for line in ours) and secret not in out and secret not in err

@@ -20,7 +20,6 @@ from airflow_provider_tokenrefresh.testing import (
 )
 
 if TYPE_CHECKING:
-
     from tests.emulators.conftest import StartEmulator
 
 FORM = "application/x-www-form-urlencoded"
