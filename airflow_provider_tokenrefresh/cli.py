@@ -128,4 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except TokenRefreshError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. an unknown connection: one clear line, no traceback
+        from airflow_provider_tokenrefresh.redaction import redact
+
+        print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        return 2
     return result

@@ -106,7 +106,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     try:
         stack.migrate()
         stack.start()
-        for dag_id in ("example_token_consumer", "example_token_keeper", "careless_consumer"):
+        for dag_id in (
+            "example_token_consumer",
+            "example_token_keeper",
+            "careless_consumer",
+            "sensor_on_revoked_token",
+        ):
             stack.wait_for_dag(dag_id)
         yield Deployment(stack=stack, emulators=emulators, started_in=time.monotonic() - t0)
     finally:
