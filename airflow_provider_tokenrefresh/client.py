@@ -45,6 +45,7 @@ from airflow_provider_tokenrefresh.redaction import install_log_filter, redact, 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator
+    from datetime import datetime
 
     import httpx
 
@@ -138,6 +139,7 @@ class RefreshClient:
     :param on_secret: called with every secret value on receipt (Airflow passes ``mask_secret``),
         before the new tokens are returned to anyone.
     :param transport: an httpx transport to use instead of the network (tests).
+    :param clock: the time expiries are computed from (default: now, UTC).
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class RefreshClient:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -156,6 +159,7 @@ class RefreshClient:
         self._transport = transport
         self._async_transport = async_transport
         self._sleep = sleep
+        self._clock = clock
         self.url = endpoint_url(settings.base_url, settings.endpoint or spec.request.path)
         self.safe_url = redact_url(self.url)
         self._check_url()
@@ -271,7 +275,8 @@ class RefreshClient:
                     yield _Sleep(delay)
                     continue
             try:
-                tokens: TokenSet = parse_response(self.spec, result.status, result.body, context)
+                now = self._clock() if self._clock is not None else None
+                tokens: TokenSet = parse_response(self.spec, result.status, result.body, context, now=now)
             except TokenRefreshError as exc:
                 raise (exc.with_conn_id(self.settings.conn_id) if self.settings.conn_id else exc) from None
             # Register the new secrets before anyone can see them.

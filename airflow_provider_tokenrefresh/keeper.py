@@ -15,13 +15,46 @@ double-checked locking around the store:
    theirs); otherwise mark the record ``reauth_required`` and stop calling the vendor until the
    connection is re-seeded.
 
+Crash-safe rotation, as a state machine (``R`` is the stored record, ``g`` its generation)::
+
+    VALID ──(less than min_ttl left)──► DUE ──lock──► re-read ──(someone refreshed)──► VALID
+                                                  │
+                                                  ▼
+                         INTENT: write R + refresh_started_at/by, compare-and-set   [crash: see (a)]
+                                                  │
+                                             vendor call                            [crash: see (b)]
+            ┌──────────────┬──────────────┬───────┴────────┬──────────────────────┐
+         success       rejected        transient /      outcome unknown      (process dies)
+            │              │           configuration    (timeout, dropped)
+            ▼              ▼               │                 │
+      write g+1 (CAS)   re-read:           ▼                 ▼
+      before anyone    newer g → use   clear intent,     keep intent, note error,
+      sees the token   it; else        note error,       raise: the next run tries
+            │          REAUTH_REQUIRED raise (retry      the stored token; a
+      write fails?     (reason, fix;   later is safe)    rejection then becomes
+      retry, keep in   vendor not                        REAUTH_REQUIRED naming
+      memory (UNSAVED),called again                      the interrupted refresh
+      fail loudly;     until re-seed)
+      next call writes
+      it first
+
+Recovery: (a) a crash before the vendor call leaves an intent whose refresh token is still good:
+the next holder of the lock refreshes normally. (b) a crash after the vendor rotated but before
+the write leaves the intent and a refresh token the vendor no longer accepts: the next holder's
+refresh is rejected, the record becomes ``reauth_required`` and its reason names the interrupted
+refresh (when and by which process), so the person on call knows a re-authorization is needed
+and why. An access token is never handed out before the refresh token that came with it is
+durable.
+
 This module imports nothing from Airflow.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,6 +159,9 @@ class TokenKeeper:
         self.write_backoff = write_backoff
         self._on_secret = on_secret
         self._clock = clock
+        #: Called with the name of each step of a refresh ("intent_written", "before_request",
+        #: "after_answer", "after_write"): tracing, and the chaos tests' crash points.
+        self.checkpoint: Callable[[str], None] | None = None
         self._register(seed.refresh_token, seed.access_token)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -175,6 +211,10 @@ class TokenKeeper:
                     f"reading the {self.store.name} store failed: {type(exc).__name__}: {redact(str(exc))}"
                 )
             ) from None
+
+    def _step(self, name: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(name)
 
     def _cache_put(self, record: TokenRecord) -> None:
         with self._guard:
@@ -239,7 +279,7 @@ class TokenKeeper:
             self._cache_put(record)
             return RefreshOutcome(record, refreshed=False)
         start_generation = record.generation
-        with self.lock.hold(self.key, self.lock_timeout):
+        with self.lock.hold(self.key, self.lock_timeout) as lease:
             self._flush_unsaved()
             stored, version = self._read()
             record = self._reconcile(stored)
@@ -262,25 +302,53 @@ class TokenKeeper:
                         "'airflow-tokenrefresh refresh CONN_ID --force' to try the stored one again)."
                     )
                 )
-            return self._refresh_locked(record, version)
+            return self._refresh_locked(record, version, fence=lease.fencing)
 
     # -- the refresh itself, under the lock --------------------------------------------------------------
 
-    def _refresh_locked(self, record: TokenRecord, version: Version) -> RefreshOutcome:
+    def _refresh_locked(
+        self, record: TokenRecord, version: Version, *, fence: int | None = None
+    ) -> RefreshOutcome:
         assert record.refresh_token is not None
-        old_refresh = record.refresh_token.get_secret_value()
+        interrupted = record.refresh_started_at is not None
+        if interrupted:
+            log.warning(
+                "A refresh of %s started at %s by %s never finished (the process died or lost its answer); "
+                "trying the stored refresh token",
+                self.conn_id or self.key,
+                record.refresh_started_at,
+                record.refresh_started_by,
+            )
+        # INTENT: recorded before the vendor call, so a crash after it is explained afterwards.
+        intent = record.model_copy(
+            update={
+                "refresh_started_at": record.refresh_started_at or self._clock(),
+                "refresh_started_by": record.refresh_started_by or f"{socket.gethostname()}:{os.getpid()}",
+                "fence": fence if fence is not None else record.fence,
+            }
+        )
+        version = self._persist(intent, version, what="refresh intent")
+        record = intent
+        self._step("intent_written")
+        old_refresh = record.refresh_token.get_secret_value() if record.refresh_token else ""
         access = record.access_token.get_secret_value() if record.access_token else None
         try:
+            self._step("before_request")
             answer = self.client.refresh(old_refresh, access)
         except RefreshTokenRejected as exc:
-            return self._on_rejected(record, version, self._named(exc))
+            return self._on_rejected(record, version, self._named(exc), interrupted=interrupted)
         except TokenRefreshError as exc:
             named = self._named(exc)
-            self._note_error(record, version, named)
+            # Only an unknown outcome keeps the intent: the vendor may have rotated the token.
+            self._note_error(
+                record, version, named, keep_intent=named.kind in ("outcome_unknown", "malformed_response")
+            )
             raise named from None
+        self._step("after_answer")
         new = record.advanced(answer, refresh_token_ttl=self.refresh_token_ttl)
         self._register(*new.secrets())
         self._persist(new, version)
+        self._step("after_write")
         self._cache_put(new)
         rotated = new.refresh_token is not None and new.refresh_token.get_secret_value() != old_refresh
         log.info(
@@ -292,8 +360,8 @@ class TokenKeeper:
         )
         return RefreshOutcome(new, refreshed=True, rotated=rotated)
 
-    def _persist(self, new: TokenRecord, version: Version) -> Version:
-        """Write the rotated record; on failure keep it in memory and fail loudly."""
+    def _persist(self, new: TokenRecord, version: Version, *, what: str = "rotated record") -> Version:
+        """Write a record; a rotated one that cannot be written is kept in memory and fails loudly."""
         last: Exception | None = None
         for attempt in range(1, self.write_attempts + 1):
             try:
@@ -306,12 +374,21 @@ class TokenKeeper:
                 if attempt < self.write_attempts:
                     time.sleep(random.uniform(0.5, 1.0) * self.write_backoff * 2 ** (attempt - 1))  # noqa: S311
                 continue
-            with self._guard:
-                self._unsaved.pop(self.key, None)
+            if what == "rotated record":
+                with self._guard:
+                    self._unsaved.pop(self.key, None)
             return written
+        detail = f"{type(last).__name__}: {redact(str(last))}" if last else "unknown"
+        if what != "rotated record":
+            # Nothing was sent to the vendor yet: the stored token is untouched.
+            raise self._named(
+                StoreError(
+                    f"could not write the {what} to the {self.store.name} store ({detail}); the vendor "
+                    "was not called"
+                )
+            ) from None
         with self._guard:
             self._unsaved[self.key] = new
-        detail = f"{type(last).__name__}: {redact(str(last))}" if last else "unknown"
         raise self._named(
             StoreError(
                 f"the vendor rotated the refresh token (generation {new.generation}) but writing it to the "
@@ -333,7 +410,9 @@ class TokenKeeper:
         self._persist(pending, version)
         self._cache_put(pending)
 
-    def _on_rejected(self, record: TokenRecord, version: Version, exc: TokenRefreshError) -> RefreshOutcome:
+    def _on_rejected(
+        self, record: TokenRecord, version: Version, exc: TokenRefreshError, *, interrupted: bool = False
+    ) -> RefreshOutcome:
         """Re-read before declaring re-authorization: a lost race is not an outage."""
         stored, new_version = self._read()
         latest = self._reconcile(stored)
@@ -346,7 +425,15 @@ class TokenKeeper:
             self._cache_put(latest)
             return RefreshOutcome(latest, refreshed=False)
         reason = f"{exc.message} (vendor answered at {self._clock().isoformat(timespec='seconds')})"
-        marked = record.with_error(reason, reauth=True, now=self._clock())
+        if interrupted:
+            reason += (
+                f". An earlier refresh started at {record.refresh_started_at} by {record.refresh_started_by} "
+                "never stored its answer (process killed or answer lost), so the vendor had most likely "
+                "rotated this refresh token already"
+            )
+        marked = record.with_error(reason, reauth=True, now=self._clock()).model_copy(
+            update={"refresh_started_at": None, "refresh_started_by": None}
+        )
         try:
             self.store.write(self.key, marked, new_version if stored is not None else version)
         except Exception as write_exc:  # noqa: BLE001 - the rejection is the error to report
@@ -357,9 +444,20 @@ class TokenKeeper:
             )
         with self._guard:
             self._cache.pop(self.key, None)
+        if interrupted:
+            raise RefreshTokenRejected(
+                reason,
+                dialect=exc.dialect,
+                endpoint=exc.endpoint,
+                conn_id=exc.conn_id,
+                vendor_code=exc.vendor_code,
+                status_code=exc.status_code,
+            )
         raise exc
 
-    def _note_error(self, record: TokenRecord, version: Version, exc: TokenRefreshError) -> None:
+    def _note_error(
+        self, record: TokenRecord, version: Version, exc: TokenRefreshError, *, keep_intent: bool = False
+    ) -> None:
         """Best effort: remember the last error in the record for ``status`` (never loses tokens)."""
         try:
             stored, current = self._read()
@@ -368,8 +466,9 @@ class TokenKeeper:
             base = (
                 stored if stored is not None and stored.seed_fingerprint == self.seed.fingerprint else record
             )
-            self.store.write(
-                self.key, base.with_error(f"{exc.kind}: {exc.message}", now=self._clock()), version
-            )
+            noted = base.with_error(f"{exc.kind}: {exc.message}", now=self._clock())
+            if not keep_intent:
+                noted = noted.model_copy(update={"refresh_started_at": None, "refresh_started_by": None})
+            self.store.write(self.key, noted, version)
         except Exception:  # noqa: BLE001 - bookkeeping must not mask the real error
             log.debug("could not record last error", exc_info=False)

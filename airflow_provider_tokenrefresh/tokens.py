@@ -75,6 +75,9 @@ class TokenRecord(BaseModel):
     reason: str | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
+    refresh_started_at: datetime | None = None
+    refresh_started_by: str | None = None
+    fence: int | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -122,6 +125,7 @@ class TokenRecord(BaseModel):
             generation=self.generation + 1,
             seed_fingerprint=self.seed_fingerprint,
             state="valid",
+            fence=self.fence,
             updated_at=answer.obtained_at,
         )
 
@@ -190,5 +194,7 @@ class TokenRecord(BaseModel):
             "last_error": self.last_error,
             "last_error_at": _iso(self.last_error_at),
             "reason": self.reason,
+            "refresh_in_flight_since": _iso(self.refresh_started_at),
+            "refresh_in_flight_by": self.refresh_started_by,
             "seed_fingerprint": self.seed_fingerprint,
         }

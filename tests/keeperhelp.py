@@ -17,14 +17,15 @@ from .conftest import client_for
 class FlakyStore(FileTokenStore):
     """A real file store whose next ``fail_writes`` writes raise (a store outage, injected)."""
 
-    def __init__(self, directory: str, fail_writes: int = 0) -> None:
+    def __init__(self, directory: str, fail_writes: int = 0, *, succeed_first: int = 0) -> None:
         super().__init__(directory)
         self.fail_writes = fail_writes
+        self.succeed_first = succeed_first
         self.write_attempts = 0
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         self.write_attempts += 1
-        if self.fail_writes > 0:
+        if self.write_attempts > self.succeed_first and self.fail_writes > 0:
             self.fail_writes -= 1
             raise OSError("injected store outage")
         return super().write(key, record, expected_version)

@@ -61,13 +61,15 @@ def test_rotated_token_is_persisted_before_it_is_returned_and_kept_if_the_write_
 ) -> None:
     emu = emulator_factory("appid_json")
     seed = emu.issue_tokens()
-    store = FlakyStore(str(tmp_path / "store"), fail_writes=10)
+    # The intent write succeeds, then the store goes down before the rotated record is written.
+    store = FlakyStore(str(tmp_path / "store"), fail_writes=10, succeed_first=1)
     keeper = make_keeper(emu, tmp_path, seed.refresh_token, store=store, write_attempts=3)
     with pytest.raises(StoreError, match="held in this process's memory") as info:
         keeper.get_valid_token(min_ttl=60)
     assert seed.refresh_token not in str(info.value)
-    assert store.write_attempts == 3
-    assert store.read("conn") == (None, None)  # nothing handed out, nothing stored
+    assert store.write_attempts == 1 + 3
+    intent, _ = store.read("conn")  # only the intent is stored: nothing was handed out
+    assert intent is not None and intent.generation == 0 and intent.refresh_started_at is not None
     # The store recovers: the next call writes the rotated record first, without a second refresh.
     store.fail_writes = 0
     record = keeper.get_valid_token(min_ttl=60)
@@ -79,6 +81,21 @@ def test_rotated_token_is_persisted_before_it_is_returned_and_kept_if_the_write_
     )
 
 
+def test_a_stale_view_is_caught_by_the_intent_write_before_the_vendor_is_called(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = emulator_factory("oauth2_post")
+    seed = emu.issue_tokens()
+    winner = make_keeper(emu, tmp_path, seed.refresh_token)
+    loser = make_keeper(emu, tmp_path, seed.refresh_token)
+    loser_view = loser.current()  # the loser read "nothing stored yet" ...
+    winner.refresh(force=True)  # ... then the winner refreshed and stored generation 1
+    with pytest.raises(StoreError, match="vendor was not called"):
+        loser._refresh_locked(loser_view, None)  # compare-and-set on the intent fails
+    assert emu.refresh_requests == 1
+    assert emu.counters.get("invalid_grant", 0) == 0
+
+
 def test_invalid_grant_after_a_lost_race_uses_the_winners_token(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
@@ -86,9 +103,15 @@ def test_invalid_grant_after_a_lost_race_uses_the_winners_token(
     seed = emu.issue_tokens()
     winner = make_keeper(emu, tmp_path, seed.refresh_token)
     loser = make_keeper(emu, tmp_path, seed.refresh_token)
-    loser_view = loser.current()  # the loser read generation 0 ...
-    winner.refresh(force=True)  # ... then the winner refreshed and stored generation 1
-    outcome = loser._refresh_locked(loser_view, None)  # the loser refreshes with the dead seed
+
+    def winner_refreshes_first(step: str) -> None:
+        if step == "before_request":  # between the loser's intent and its vendor call
+            stored, version = winner.store.read("conn")
+            assert stored is not None
+            winner._refresh_locked(stored, version)
+
+    loser.checkpoint = winner_refreshes_first
+    outcome = loser._refresh_locked(loser.current(), None)  # then sends the now-dead seed
     assert emu.counters.get("invalid_grant") == 1
     assert outcome.record.generation == 1
     assert outcome.refreshed is False
@@ -137,3 +160,51 @@ def test_transient_failure_is_recorded_without_losing_the_token(
     assert stored.refresh_token is not None and emu.is_refresh_token_valid(
         stored.refresh_token.get_secret_value()
     )
+
+
+class _ProcessDied(BaseException):
+    """Stands in for SIGKILL inside one test process (the chaos test uses real SIGKILL)."""
+
+
+def test_a_refresh_interrupted_after_the_vendor_answered_is_explained_next_time(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = emulator_factory("oauth2_basic")
+    seed = emu.issue_tokens()
+    keeper = make_keeper(emu, tmp_path, seed.refresh_token)
+
+    def die_after_answer(step: str) -> None:
+        if step == "after_answer":
+            raise _ProcessDied
+
+    keeper.checkpoint = die_after_answer
+    with pytest.raises(_ProcessDied):
+        keeper.get_valid_token(min_ttl=60)
+    intent, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
+    assert intent is not None and intent.refresh_started_at is not None and intent.generation == 0
+    with pytest.raises(RefreshTokenRejected, match="never stored its answer"):
+        make_keeper(emu, tmp_path, seed.refresh_token).get_valid_token(min_ttl=60)
+    stored, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
+    assert stored is not None and stored.state == "reauth_required"
+    assert "never stored its answer" in (stored.reason or "")
+    assert stored.refresh_started_at is None
+
+
+def test_a_refresh_interrupted_before_the_request_recovers_silently(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = emulator_factory("appid_json")
+    seed = emu.issue_tokens()
+    keeper = make_keeper(emu, tmp_path, seed.refresh_token)
+
+    def die_before_request(step: str) -> None:
+        if step == "before_request":
+            raise _ProcessDied
+
+    keeper.checkpoint = die_before_request
+    with pytest.raises(_ProcessDied):
+        keeper.get_valid_token(min_ttl=60)
+    record = make_keeper(emu, tmp_path, seed.refresh_token).get_valid_token(min_ttl=60)
+    assert record.state == "valid" and record.generation == 1
+    assert record.refresh_started_at is None
+    assert emu.refresh_requests == 1
