@@ -15,6 +15,7 @@ help:
 	@echo "make demo    - run the main job on embedded defaults and print what happened"
 	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
 	@echo "make lint    - ruff + mypy --strict on the package"
+	@echo "make chaos   - the full chaos run (1,000 rounds of crashes and faults), report in .artifacts/chaos.json"
 	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
 
 $(CURDIR)/.tools/bin/uv:
@@ -47,6 +48,11 @@ lint: venv
 .PHONY: demo
 demo: venv
 	$(PY) scripts/demo.py
+
+.PHONY: chaos
+chaos: venv
+	mkdir -p .artifacts
+	$(PY) -m tests.concurrency.chaos --rounds $${ROUNDS:-1000} --json .artifacts/chaos.json
 
 .PHONY: emulate
 emulate: venv

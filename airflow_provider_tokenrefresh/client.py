@@ -219,7 +219,8 @@ class RefreshClient:
         import httpx
 
         return {
-            "verify": self.ssl_context() if self.url.startswith("https") else True,
+            # Also for http:// (emulators): httpx would otherwise load a CA bundle per client.
+            "verify": self.ssl_context(),
             "timeout": httpx.Timeout(self.settings.timeout, connect=min(10.0, self.settings.timeout)),
             "follow_redirects": False,
             "trust_env": False,

@@ -1,0 +1,71 @@
+"""Lock + store combinations as plain data, rebuilt inside spawned worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from airflow_provider_tokenrefresh.locks import Lease, RefreshLock
+from airflow_provider_tokenrefresh.stores import TokenStore
+
+
+class NoLock:
+    """The naive deployment's "lock": none at all (the herd test's negative control)."""
+
+    name = "none"
+
+    @contextlib.contextmanager
+    def hold(self, key: str, timeout: float) -> Iterator[Lease]:
+        yield Lease(key)
+
+
+def build_lock(spec: dict[str, Any]) -> RefreshLock:
+    """The lock described by ``spec`` (``{"lock": "file", "lock_dir": ...}`` and so on)."""
+    kind = spec["lock"]
+    if kind == "none":
+        return NoLock()
+    if kind == "file":
+        from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
+
+        return FileRefreshLock(spec["lock_dir"])
+    if kind == "redis":
+        import redis
+
+        from airflow_provider_tokenrefresh.locks.redis import RedisRefreshLock
+
+        return RedisRefreshLock(redis.Redis.from_url(spec["redis_url"]), ttl=spec.get("lock_ttl", 30))
+    if kind == "postgres":
+        from airflow_provider_tokenrefresh.locks.postgres import PostgresRefreshLock
+
+        return PostgresRefreshLock(spec["postgres_dsn"])
+    raise ValueError(kind)
+
+
+def build_store(spec: dict[str, Any]) -> TokenStore:
+    """The store described by ``spec``."""
+    kind = spec["store"]
+    if kind == "file":
+        from airflow_provider_tokenrefresh.stores import FileTokenStore
+
+        return FileTokenStore(spec["store_dir"])
+    if kind == "vault":
+        import hvac
+
+        from airflow_provider_tokenrefresh.stores.vault import VaultTokenStore
+
+        return VaultTokenStore(hvac.Client(url=spec["vault_url"], token=spec["vault_token"]))
+    if kind == "aws":
+        import boto3
+
+        from airflow_provider_tokenrefresh.stores.aws import AwsSecretsManagerTokenStore
+
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=spec["aws_endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        return AwsSecretsManagerTokenStore(client)
+    raise ValueError(kind)

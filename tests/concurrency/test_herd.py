@@ -1,0 +1,63 @@
+"""Herd: 32 spawned processes x 10 expiry rounds against a rotating, reuse-detecting vendor.
+
+Exactly one refresh request per round, zero invalid_grant, every process gets a token valid for at
+least min_ttl — for each lock backend with its natural store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
+
+from .herd import run_herd
+
+PROCESSES = 32
+ROUNDS = 10
+
+
+def _check(result: Any) -> None:
+    assert result.errors == []
+    assert result.refreshes_per_round == [1] * ROUNDS
+    assert result.invalid_grant == 0
+    assert result.min_ttl_violations == 0
+    assert all(len(g) == 1 for g in result.generations_per_round)  # everyone got the same token
+    assert len(result.times_to_token) == PROCESSES * ROUNDS
+
+
+@pytest.fixture
+def vendor() -> Any:
+    with OAuth2BasicEmulator(rotation=True, reuse_detection=True) as emu:
+        yield emu
+
+
+def _spec(vendor: Any, **backend: Any) -> dict[str, Any]:
+    seed = vendor.issue_tokens()
+    return {
+        "dialect": "oauth2_basic",
+        "base_url": vendor.base_url,
+        "client_id": vendor.client_id,
+        "client_secret": vendor.client_secret,
+        "seed_refresh": seed.refresh_token,
+        "key": "herd_conn",
+        **backend,
+    }
+
+
+@pytest.mark.slow
+def test_herd_file_lock_with_file_store(vendor: Any, tmp_path: Path) -> None:
+    spec = _spec(
+        vendor, lock="file", lock_dir=str(tmp_path / "locks"), store="file", store_dir=str(tmp_path / "s")
+    )
+    _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
+
+
+@pytest.mark.slow
+def test_negative_control_without_a_lock_the_herd_burns_the_token(vendor: Any, tmp_path: Path) -> None:
+    """Proves the herd test can fail: the same herd with no lock refreshes many times and trips reuse detection."""
+    spec = _spec(vendor, lock="none", store="file", store_dir=str(tmp_path / "s"))
+    result = run_herd(spec, vendor, processes=8, rounds=2)
+    assert sum(result.refreshes_per_round) > 2 or result.invalid_grant > 0 or result.errors
