@@ -51,13 +51,11 @@ def build_store(spec: dict[str, Any]) -> TokenStore:
         return FileTokenStore(spec["store_dir"])
     if kind == "vault":
         import hvac
-
         from airflow_provider_tokenrefresh.stores.vault import VaultTokenStore
 
         return VaultTokenStore(hvac.Client(url=spec["vault_url"], token=spec["vault_token"]))
     if kind == "aws":
         import boto3
-
         from airflow_provider_tokenrefresh.stores.aws import AwsSecretsManagerTokenStore
 
         client = boto3.client(

@@ -123,7 +123,7 @@ def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
     try:
         outcome = keeper.refresh(force=True)
         out.put(("token", outcome.record.generation))
-    except Exception as exc:  # noqa: BLE001 - reported
+    except Exception as exc:
         out.put(("error", getattr(exc, "kind", type(exc).__name__)))
 
 
@@ -182,11 +182,12 @@ def run_chaos(
     """Run ``rounds`` rounds; return the report (violations listed, not raised)."""
     # Import everything the children use once, here: forked children inherit it instead of paying
     # for imports every round.
+    import httpx  # noqa: F401 - imported lazily by the client; once here for all children
+
     import airflow_provider_tokenrefresh.client
     import airflow_provider_tokenrefresh.keeper
     import airflow_provider_tokenrefresh.locks.file
     import airflow_provider_tokenrefresh.stores  # noqa: F401
-    import httpx  # noqa: F401 - imported lazily by the client; once here for all children
     from airflow_provider_tokenrefresh.client import _default_ssl_context
     from airflow_provider_tokenrefresh.testing import EMULATORS
 
@@ -217,7 +218,7 @@ def run_chaos(
             report.after_fault[after] += 1
             _check_handed_out(result, spec, report, r, fault)
             recovery = _run_child(ctx, spec, "none")
-            end, record = _state(spec, emulator)
+            end, _record = _state(spec, emulator)
             report.after_recovery[end] += 1
             report.by_fault_and_end[f"{fault} -> {end}"] += 1
             _check_handed_out(recovery, spec, report, r, "recovery")

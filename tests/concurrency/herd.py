@@ -85,7 +85,7 @@ def _worker(
             results.put(
                 (index, r, record.generation, record.access_ttl(clock()), time.perf_counter() - start, None)
             )
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
+        except Exception as exc:
             results.put((index, r, -1, 0.0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"))
         barrier.wait(timeout=300)
 
