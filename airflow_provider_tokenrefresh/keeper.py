@@ -472,3 +472,31 @@ class TokenKeeper:
             self.store.write(self.key, noted, version)
         except Exception:  # noqa: BLE001 - bookkeeping must not mask the real error
             log.debug("could not record last error", exc_info=False)
+
+
+def refresh_all(
+    keepers: dict[str, TokenKeeper],
+    *,
+    force: bool = False,
+    min_ttl: float | None = None,
+    max_workers: int = 32,
+) -> dict[str, RefreshOutcome | Exception]:
+    """Refresh many connections concurrently (bounded), each through its own lock and store.
+
+    Used by ``TokenRefreshOperator``. One connection's failure never stops the others: its entry
+    holds the exception instead of an outcome.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[str, TokenKeeper]) -> tuple[str, RefreshOutcome | Exception]:
+        name, keeper = item
+        try:
+            ttl = keeper.refresh_margin if min_ttl is None else min_ttl
+            return name, keeper.refresh(force=force, min_ttl=ttl)
+        except Exception as exc:  # noqa: BLE001 - reported per connection
+            return name, exc
+
+    if not keepers:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(keepers)))) as pool:
+        return dict(pool.map(one, keepers.items()))

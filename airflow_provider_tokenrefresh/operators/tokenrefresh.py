@@ -36,7 +36,7 @@ class TokenRefreshOperator(BaseOperator):
         conn_ids: str | Sequence[str],
         min_ttl: float | str | None = None,
         force: bool | str = False,
-        max_workers: int = 16,
+        max_workers: int = 32,
         fail_on_error: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -53,25 +53,38 @@ class TokenRefreshOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Refresh concurrently; return ``{conn_id: non-secret status}``."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+        from airflow_provider_tokenrefresh.keeper import RefreshOutcome, TokenKeeper, refresh_all
 
         ids = self._ids()
         if not ids:
             raise ValueError("TokenRefreshOperator: conn_ids is empty")
-
-        def one(conn_id: str) -> tuple[str, dict[str, Any]]:
-            min_ttl = None if self.min_ttl in (None, "") else float(self.min_ttl)
-            hook = TokenRefreshHook(conn_id, min_ttl=min_ttl)
+        min_ttl = None if self.min_ttl in (None, "") else float(self.min_ttl)
+        results: dict[str, dict[str, Any]] = {}
+        keepers: dict[str, TokenKeeper] = {}
+        dialects: dict[str, str] = {}
+        for conn_id in ids:
             try:
-                return conn_id, hook.refresh(force=_truthy(self.force), min_ttl=min_ttl)
-            except Exception as exc:  # noqa: BLE001 - reported per connection below
-                kind = getattr(exc, "kind", type(exc).__name__)
-                return conn_id, {"conn_id": conn_id, "error": str(exc), "error_kind": kind}
-
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(ids)))) as pool:
-            results = dict(pool.map(one, ids))
+                hook = TokenRefreshHook(conn_id, min_ttl=min_ttl)
+                keepers[conn_id] = hook.keeper
+                dialects[conn_id] = hook.settings.dialect.name
+            except Exception as exc:  # noqa: BLE001 - a bad connection is reported, the others go on
+                results[conn_id] = {
+                    "conn_id": conn_id,
+                    "error": str(exc),
+                    "error_kind": getattr(exc, "kind", "error"),
+                }
+        for conn_id, outcome in refresh_all(
+            keepers, force=_truthy(self.force), min_ttl=min_ttl, max_workers=self.max_workers
+        ).items():
+            if isinstance(outcome, RefreshOutcome):
+                results[conn_id] = {"conn_id": conn_id, "dialect": dialects[conn_id], **outcome.status()}
+            else:
+                results[conn_id] = {
+                    "conn_id": conn_id,
+                    "error": str(outcome),
+                    "error_kind": getattr(outcome, "kind", "error"),
+                }
         failed = {cid: r for cid, r in results.items() if "error" in r}
         for cid, result in results.items():
             if cid in failed:
