@@ -1,0 +1,1 @@
+"""Contract tests of the refresh locks against real lock servers."""
