@@ -21,7 +21,7 @@ CONN_TYPE_PREFIX = "tokenrefresh_"
 CUSTOM_CONN_TYPE = "tokenrefresh_custom"
 
 StoreKind = Literal["variable", "file"]
-LockKind = Literal["file"]
+LockKind = Literal["file", "redis", "postgres"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
