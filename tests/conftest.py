@@ -11,6 +11,7 @@ from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
 from airflow_provider_tokenrefresh.dialects import PRESETS
 from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
 from airflow_provider_tokenrefresh.testing import EMULATORS, VendorEmulator
+from tests.servers_locks import PostgresServer, RedisServer
 
 DIALECTS = sorted(PRESETS)
 
@@ -39,3 +40,25 @@ def client_for(emulator: VendorEmulator, **settings: Any) -> RefreshClient:
     settings.setdefault("backoff_base", 0.01)
     settings.setdefault("credentials", ClientCredentials(emulator.client_id, emulator.client_secret))
     return RefreshClient(PRESETS[emulator.name], ClientSettings(base_url=emulator.base_url, **settings))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of a throwaway ``redis-server`` on 127.0.0.1 (stopped by PID at the end)."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """libpq conninfo of a throwaway PostgreSQL 15 cluster on 127.0.0.1 (stopped at the end)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server.conninfo
+    finally:
+        server.stop()
