@@ -62,7 +62,11 @@ def _common_fields(*, access_token_required: bool) -> dict[str, Any]:
         ),
         "store": _field(
             "Token store",
-            {"type": ["string", "null"], "enum": ["variable", "file", None], "default": "variable"},
+            {
+                "type": ["string", "null"],
+                "enum": ["variable", "file", "vault", "aws", None],
+                "default": "variable",
+            },
             "Where the evolving token record is kept.",
         ),
         "store_path": _field(

@@ -20,7 +20,7 @@ from airflow_provider_tokenrefresh.errors import ConfigurationError
 CONN_TYPE_PREFIX = "tokenrefresh_"
 CUSTOM_CONN_TYPE = "tokenrefresh_custom"
 
-StoreKind = Literal["variable", "file"]
+StoreKind = Literal["variable", "file", "vault", "aws"]
 LockKind = Literal["file", "redis", "postgres"]
 
 _TRUE = {"true", "1", "yes", "on"}

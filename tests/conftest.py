@@ -12,6 +12,7 @@ from airflow_provider_tokenrefresh.dialects import PRESETS
 from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
 from airflow_provider_tokenrefresh.testing import EMULATORS, VendorEmulator
 from tests.servers_locks import PostgresServer, RedisServer
+from tests.servers_stores import bao_dev_server, moto_secretsmanager_server
 
 DIALECTS = sorted(PRESETS)
 
@@ -62,3 +63,17 @@ def postgres_server() -> Iterator[str]:
         yield server.conninfo
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao_server() -> Iterator[tuple[str, str]]:
+    """``(url, root token)`` of a throwaway OpenBao dev server (KV v2 at ``secret/``)."""
+    with bao_dev_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """Endpoint URL of a throwaway moto server for AWS Secrets Manager."""
+    with moto_secretsmanager_server() as url:
+        yield url

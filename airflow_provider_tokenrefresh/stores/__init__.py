@@ -69,26 +69,37 @@ class FileTokenStore:
         return TokenRecord.from_storage_json(payload), hashlib.sha256(payload).hexdigest()
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
-        """Replace the record atomically if its content hash is still ``expected_version``."""
+        """Replace the record atomically if its content hash is still ``expected_version``.
+
+        The compare and the rename happen under an exclusive ``flock`` of a per-key lock file, so
+        this is a real compare-and-set among processes of one machine.
+        """
+        import fcntl
         import hashlib
         import os
         import tempfile
 
         from airflow_provider_tokenrefresh.errors import StoreConflict
 
-        _, current = self.read(key)
-        if current != expected_version:
-            raise StoreConflict(f"record {key!r} changed since it was read (file store)")
-        payload = record.to_storage_json().encode()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        path = self._path(key)
+        guard = os.open(path + ".cas", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return hashlib.sha256(payload).hexdigest()
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            _, current = self.read(key)
+            if current != expected_version:
+                raise StoreConflict(f"record {key!r} changed since it was read (file store)")
+            payload = record.to_storage_json().encode()
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            return hashlib.sha256(payload).hexdigest()
+        finally:
+            os.close(guard)

@@ -24,6 +24,25 @@ def store_for(settings: ConnectionSettings) -> TokenStore:
 
         home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
         return FileTokenStore(os.path.join(home, "tokenrefresh-store"))
+    if kind in ("vault", "aws"):
+        from airflow.sdk import BaseHook
+
+        conn_id = settings.extra.store_conn_id
+        assert conn_id is not None  # settings_from_fields requires it
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except Exception as exc:  # noqa: BLE001 - named, without the server's details
+            raise ConfigurationError(
+                f"connection {settings.conn_id!r}: extra field 'store_conn_id' names connection {conn_id!r}, "
+                f"which cannot be read ({type(exc).__name__})"
+            ) from None
+        if kind == "vault":
+            from airflow_provider_tokenrefresh.stores.vault import VaultTokenStore
+
+            return VaultTokenStore.from_connection(conn)
+        from airflow_provider_tokenrefresh.stores.aws import AwsSecretsManagerTokenStore
+
+        return AwsSecretsManagerTokenStore.from_connection(conn)
     raise ConfigurationError(
         f"connection {settings.conn_id!r}: extra field 'store': {kind!r} is not supported"
     )

@@ -61,3 +61,20 @@ def test_negative_control_without_a_lock_the_herd_burns_the_token(vendor: Any, t
     spec = _spec(vendor, lock="none", store="file", store_dir=str(tmp_path / "s"))
     result = run_herd(spec, vendor, processes=8, rounds=2)
     assert sum(result.refreshes_per_round) > 2 or result.invalid_grant > 0 or result.errors
+
+
+@pytest.mark.slow
+def test_herd_redis_lock_with_vault_store(vendor: Any, redis_server: str, bao_server: Any) -> None:
+    url, token = bao_server
+    spec = _spec(
+        vendor, lock="redis", redis_url=redis_server, store="vault", vault_url=url, vault_token=token
+    )
+    spec["key"] = f"herd/{vendor.port}"
+    _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
+
+
+@pytest.mark.slow
+def test_herd_postgres_lock_with_aws_store(vendor: Any, postgres_server: str, moto_server: str) -> None:
+    spec = _spec(vendor, lock="postgres", postgres_dsn=postgres_server, store="aws", aws_endpoint=moto_server)
+    spec["key"] = f"herd-{vendor.port}"
+    _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
