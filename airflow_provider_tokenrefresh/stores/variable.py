@@ -100,6 +100,14 @@ class VariableTokenStore:
         current = self._get_raw(key)
         if (None if current is None else _digest(current)) != expected_version:
             raise StoreConflict(f"Variable {key!r} changed since it was read; not overwriting it")
+        if current is not None and record.fence is not None:
+            # Variables have no compare-and-set: the lock's fencing number guards against a holder
+            # whose lease expired writing over a newer holder's record.
+            stored_fence = TokenRecord.from_storage_json(current).fence
+            if stored_fence is not None and stored_fence > record.fence:
+                raise StoreConflict(
+                    f"Variable {key!r} was written under a newer lock (fence {stored_fence} > {record.fence})"
+                )
         raw = record.to_storage_json()
         self._set_raw(key, raw)
         echoed = self._get_raw(key)
