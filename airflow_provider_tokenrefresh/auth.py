@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 
-class TokenAuth(httpx.Auth):
-    """``httpx.Auth`` that sets ``Authorization: Bearer <token>`` and refreshes once on a 401.
+class _BearerFromKeeper:
+    """What both auth classes share: which header, which token, and the refresh after a 401.
 
     :param keeper: the connection's coordinator.
     :param min_ttl: seconds of validity a token must have left to be sent.
@@ -41,12 +41,20 @@ class TokenAuth(httpx.Auth):
         self.header = header
         self.prefix = prefix
 
-    def _apply(self, request: httpx.Request, record: TokenRecord) -> None:
+    def _value(self, record: TokenRecord) -> str:
         assert record.access_token is not None
-        request.headers[self.header] = f"{self.prefix}{record.access_token.get_secret_value()}"
+        return f"{self.prefix}{record.access_token.get_secret_value()}"
 
     def _after_401(self, seen: TokenRecord) -> TokenRecord:
+        # Anyone's newer generation answers a 401 on ``seen``: a burst of 401s refreshes once.
         return self.keeper.refresh(force=True, min_ttl=self.min_ttl, unless_newer_than=seen.generation).record
+
+
+class TokenAuth(_BearerFromKeeper, httpx.Auth):
+    """``httpx.Auth`` that sets ``Authorization: Bearer <token>`` and refreshes once on a 401."""
+
+    def _apply(self, request: httpx.Request, record: TokenRecord) -> None:
+        request.headers[self.header] = self._value(record)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Send with the current token; on 401, refresh (once per generation) and resend once."""
@@ -67,29 +75,11 @@ class TokenAuth(httpx.Auth):
             yield request
 
 
-class RequestsTokenAuth:
+class RequestsTokenAuth(_BearerFromKeeper):
     """``requests`` auth object: ``requests.get(url, auth=hook.requests_auth())``.
 
     Sets the bearer header and, on a 401, refreshes once and resends the request once.
     """
-
-    def __init__(
-        self,
-        keeper: TokenKeeper,
-        *,
-        min_ttl: float = 60.0,
-        header: str = "Authorization",
-        prefix: str = "Bearer ",
-    ) -> None:
-        self.keeper = keeper
-        self.min_ttl = min_ttl
-        self.header = header
-        self.prefix = prefix
-        self._seen: TokenRecord | None = None
-
-    def _value(self, record: TokenRecord) -> str:
-        assert record.access_token is not None
-        return f"{self.prefix}{record.access_token.get_secret_value()}"
 
     def __call__(self, request: Any) -> Any:
         """Attach the token and a one-shot 401 handler to a prepared request."""
@@ -101,9 +91,7 @@ class RequestsTokenAuth:
             if response.status_code != 401 or retried:
                 return response
             retried.append(True)
-            fresh = self.keeper.refresh(
-                force=True, min_ttl=self.min_ttl, unless_newer_than=record.generation
-            ).record
+            fresh = self._after_401(record)
             response.content  # noqa: B018 - drain so the connection can be reused
             response.close()
             again = response.request.copy()

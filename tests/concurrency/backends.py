@@ -20,6 +20,24 @@ class NoLock:
         yield Lease(key)
 
 
+def build_client(spec: dict[str, Any], *, clock: Any = None, **settings: Any) -> Any:
+    """The refresh client for the emulated vendor described by ``spec``."""
+    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+    from airflow_provider_tokenrefresh.dialects import PRESETS
+    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+
+    return RefreshClient(
+        PRESETS[spec["dialect"]],
+        ClientSettings(
+            base_url=spec["base_url"],
+            credentials=ClientCredentials(spec["client_id"], spec["client_secret"]),
+            allow_insecure_http=True,
+            **settings,
+        ),
+        clock=clock,
+    )
+
+
 def build_lock(spec: dict[str, Any]) -> RefreshLock:
     """The lock described by ``spec`` (``{"lock": "file", "lock_dir": ...}`` and so on)."""
     kind = spec["lock"]
@@ -51,11 +69,13 @@ def build_store(spec: dict[str, Any]) -> TokenStore:
         return FileTokenStore(spec["store_dir"])
     if kind == "vault":
         import hvac
+
         from airflow_provider_tokenrefresh.stores.vault import VaultTokenStore
 
         return VaultTokenStore(hvac.Client(url=spec["vault_url"], token=spec["vault_token"]))
     if kind == "aws":
         import boto3
+
         from airflow_provider_tokenrefresh.stores.aws import AwsSecretsManagerTokenStore
 
         client = boto3.client(

@@ -66,12 +66,10 @@ class ChaosReport:
 
 def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
     """One refresh attempt in its own process, with ``fault`` injected."""
-    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
-    from airflow_provider_tokenrefresh.dialects import PRESETS
-    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores import FileTokenStore
+    from tests.concurrency.backends import build_client
 
     class FaultyStore(FileTokenStore):
         writes = 0
@@ -91,16 +89,7 @@ def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
             return super().write(key, record, expected_version)
 
     TokenKeeper.clear_cache()
-    client = RefreshClient(
-        PRESETS[spec["dialect"]],
-        ClientSettings(
-            base_url=spec["base_url"],
-            credentials=ClientCredentials(spec["client_id"], spec["client_secret"]),
-            allow_insecure_http=True,
-            timeout=1.0 if fault == "vendor_timeout" else 10.0,
-            backoff_base=0.01,
-        ),
-    )
+    client = build_client(spec, timeout=1.0 if fault == "vendor_timeout" else 10.0, backoff_base=0.01)
     keeper = TokenKeeper(
         "chaos_conn",
         client,

@@ -45,27 +45,15 @@ def _worker(
     barrier: Any,
     results: Any,
 ) -> None:
-    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
-    from airflow_provider_tokenrefresh.dialects import PRESETS
-    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
-    from tests.concurrency.backends import build_lock, build_store
+    from tests.concurrency.backends import build_client, build_lock, build_store
 
     current_round = [0]
 
     def clock() -> datetime:
         return datetime.now(UTC) + timedelta(seconds=current_round[0] * ROUND_SECONDS)
 
-    client = RefreshClient(
-        PRESETS[spec["dialect"]],
-        ClientSettings(
-            base_url=spec["base_url"],
-            credentials=ClientCredentials(spec["client_id"], spec["client_secret"]),
-            allow_insecure_http=True,
-            timeout=60,
-        ),
-        clock=clock,
-    )
+    client = build_client(spec, clock=clock, timeout=60)
     keeper = TokenKeeper(
         spec["key"],
         client,
