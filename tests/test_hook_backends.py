@@ -40,7 +40,9 @@ def _run(tmp_path: Path, conns: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _vendor_conn(emu: Any, seed: Any, **extra: Any) -> dict[str, Any]:
     return {
-        "conn_type": "tokenrefresh_oauth2_basic", "host": emu.base_url, "login": emu.client_id,
+        "conn_type": "tokenrefresh_oauth2_basic",
+        "host": emu.base_url,
+        "login": emu.client_id,
         "password": emu.client_secret,
         "extra": {"refresh_token": seed.refresh_token, "allow_insecure_http": True, **extra},
     }
@@ -58,14 +60,29 @@ def test_redis_lock_and_vault_store_from_connections(
     seed = emu.issue_tokens()
     vault_url, vault_token = bao_server
     redis_port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
-    result = _run(tmp_path, {
-        "vendor": _vendor_conn(emu, seed, store="vault", store_conn_id="vault_conn", lock="redis",
-                               lock_conn_id="redis_conn", store_path=f"hooktest-{emu.port}"),
-        "vault_conn": {"conn_type": "generic", "host": vault_url, "password": vault_token},
-        "redis_conn": {"conn_type": "redis", "host": "127.0.0.1", "port": redis_port},
-    })
-    assert result == {"generation": 1, "store": "vault", "lock": "redis",
-                      "keeper_store": "VaultTokenStore", "keeper_lock": "RedisRefreshLock"}
+    result = _run(
+        tmp_path,
+        {
+            "vendor": _vendor_conn(
+                emu,
+                seed,
+                store="vault",
+                store_conn_id="vault_conn",
+                lock="redis",
+                lock_conn_id="redis_conn",
+                store_path=f"hooktest-{emu.port}",
+            ),
+            "vault_conn": {"conn_type": "generic", "host": vault_url, "password": vault_token},
+            "redis_conn": {"conn_type": "redis", "host": "127.0.0.1", "port": redis_port},
+        },
+    )
+    assert result == {
+        "generation": 1,
+        "store": "vault",
+        "lock": "redis",
+        "keeper_store": "VaultTokenStore",
+        "keeper_lock": "RedisRefreshLock",
+    }
     record, _ = VaultTokenStore(hvac.Client(url=vault_url, token=vault_token)).read(f"hooktest-{emu.port}")
     assert record is not None and record.refresh_token is not None
     assert emu.is_refresh_token_valid(record.refresh_token.get_secret_value())
@@ -80,12 +97,28 @@ def test_postgres_lock_and_aws_store_from_connections(
     emu = emulator_factory("appid_json")
     seed = emu.issue_tokens()
     pg = psycopg.conninfo.conninfo_to_dict(postgres_server)
-    result = _run(tmp_path, {
-        "vendor": {**_vendor_conn(emu, seed, store="aws", store_conn_id="aws_conn", lock="postgres",
-                                  lock_conn_id="pg_conn"), "conn_type": "tokenrefresh_appid_json"},
-        "aws_conn": {"conn_type": "aws", "login": "testing", "password": "testing",
-                     "extra": {"region_name": "us-east-1", "endpoint_url": moto_server}},
-        "pg_conn": {"conn_type": "postgres", "host": pg.get("host", "127.0.0.1"), "port": int(pg["port"]),
-                    "login": pg.get("user", "postgres"), "schema": pg.get("dbname", "postgres")},
-    })
+    result = _run(
+        tmp_path,
+        {
+            "vendor": {
+                **_vendor_conn(
+                    emu, seed, store="aws", store_conn_id="aws_conn", lock="postgres", lock_conn_id="pg_conn"
+                ),
+                "conn_type": "tokenrefresh_appid_json",
+            },
+            "aws_conn": {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "us-east-1", "endpoint_url": moto_server},
+            },
+            "pg_conn": {
+                "conn_type": "postgres",
+                "host": pg.get("host", "127.0.0.1"),
+                "port": int(pg["port"]),
+                "login": pg.get("user", "postgres"),
+                "schema": pg.get("dbname", "postgres"),
+            },
+        },
+    )
     assert result["store"] == "aws" and result["lock"] == "postgres" and result["generation"] == 1

@@ -115,6 +115,6 @@ class VariableTokenStore:
             raise ConfigurationError(
                 f"Variable {key!r} reads back a different value than was written: a secrets backend shadows "
                 "it, so the rotated token could never be read. Remove the key from the secrets backend, or "
-                "set extra 'store' to 'vault'/'aws' to keep records there. The new record is kept in memory."
+                "set extra 'store' to 'vault'/'aws' to keep records there."
             )
         return _digest(raw)

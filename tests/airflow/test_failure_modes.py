@@ -97,6 +97,8 @@ def test_secrets_backend_shadowing_the_record_is_detected_after_the_write(
     )
     assert result.returncode == 2, result.stdout
     assert "secrets backend shadows it" in result.stderr
-    assert "held in this process's memory" in result.stderr
+    # Caught on the refresh intent, before the vendor was called: the seed is not burned.
+    assert "the vendor was not called" in result.stderr
+    assert emu.is_refresh_token_valid(seed.refresh_token)
     for secret in (seed.refresh_token, emu.client_secret):
         assert secret not in result.stderr + result.stdout
