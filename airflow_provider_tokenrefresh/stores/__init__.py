@@ -66,7 +66,17 @@ class FileTokenStore:
                 payload = fh.read()
         except FileNotFoundError:
             return None, None
-        return TokenRecord.from_storage_json(payload), hashlib.sha256(payload).hexdigest()
+        try:
+            record = TokenRecord.from_storage_json(payload)
+        except ValueError:
+            # pydantic's message would quote the file's start, secrets included.
+            from airflow_provider_tokenrefresh.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"record {key!r} in the file store is not a token record written by this provider; delete "
+                f"{self._path(key)} to start over from the connection's refresh_token"
+            ) from None
+        return record, hashlib.sha256(payload).hexdigest()
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         """Replace the record atomically if its content hash is still ``expected_version``.

@@ -268,6 +268,21 @@ class AirflowStack:
             items: list[dict[str, Any]] = response.json()["task_instances"]
             return items
 
+    def explain(self, dag_id: str, run_id: str, tail: int = 4000) -> str:
+        """Task states of a run and the end of each failed task's log (for assertion messages)."""
+        lines = []
+        for ti in self.task_instances(dag_id, run_id):
+            lines.append(f"{ti['task_id']}: {ti['state']}")
+            if ti["state"] not in ("success", "skipped"):
+                root = (
+                    self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+                )
+                text = "\n".join(
+                    p.read_text(errors="replace") for p in sorted(root.rglob("*")) if p.is_file()
+                )
+                lines.append(text[-tail:])
+        return "\n".join(lines)
+
     def run_logs(self, dag_id: str, run_id: str) -> str:
         """Every task log file of a run, concatenated (read from ``$AIRFLOW_HOME/logs``)."""
         root = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"

@@ -41,7 +41,8 @@ def test_sensor_fails_fast_with_the_fix_when_reauthorization_is_needed(deploymen
         "revoked_conn", "tokenrefresh_oauth2_post", **emulator_connection(emu, seed.refresh_token, None)
     )
     run_id = stack.trigger("sensor_on_revoked_token", {"conn_id": "revoked_conn"})
-    assert stack.wait_run("sensor_on_revoked_token", run_id, timeout=300) == "failed"
+    state = stack.wait_run("sensor_on_revoked_token", run_id, timeout=300)
+    assert state == "failed", stack.explain("sensor_on_revoked_token", run_id)
     (ti,) = stack.task_instances("sensor_on_revoked_token", run_id)
     assert ti["state"] == "failed"
     assert ti["try_number"] == 1  # AirflowFailException: no retries burned on something only a person can fix

@@ -66,7 +66,8 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
     for emu in deployment.emulators.values():
         emu.reset_counters()
     run_id = stack.trigger("example_token_consumer")
-    assert stack.wait_run("example_token_consumer", run_id, timeout=300) == "success"
+    state = stack.wait_run("example_token_consumer", run_id, timeout=300)
+    assert state == "success", stack.explain("example_token_consumer", run_id)
     states = {ti["task_id"]: ti["state"] for ti in stack.task_instances("example_token_consumer", run_id)}
     for dialect in DIALECTS:
         conn_id = deployment.conn_id(dialect)
@@ -108,7 +109,8 @@ def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment:
     for emu in deployment.emulators.values():
         emu.reset_counters()
     run_id = stack.trigger("example_token_keeper", {"force": True})
-    assert stack.wait_run("example_token_keeper", run_id, timeout=300) == "success"
+    state = stack.wait_run("example_token_keeper", run_id, timeout=300)
+    assert state == "success", stack.explain("example_token_keeper", run_id)
     result = _xcom(deployment, "example_token_keeper", run_id, "refresh_tokens")
     assert isinstance(result, dict)
     for dialect in DIALECTS:
@@ -130,7 +132,8 @@ def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment:
 def test_a_careless_print_of_the_token_is_masked_in_the_real_task_log(deployment: Deployment) -> None:
     stack = deployment.stack
     run_id = stack.trigger("careless_consumer", {"conn_id": deployment.conn_id("oauth2_basic")})
-    assert stack.wait_run("careless_consumer", run_id, timeout=300) == "success"
+    state = stack.wait_run("careless_consumer", run_id, timeout=300)
+    assert state == "success", stack.explain("careless_consumer", run_id)
     log = stack.run_logs("careless_consumer", run_id)
     assert "careless print of the token: ***" in log
     assert "careless log of the token: ***" in log

@@ -63,6 +63,15 @@ def build_lock(spec: dict[str, Any]) -> RefreshLock:
 def build_store(spec: dict[str, Any]) -> TokenStore:
     """The store described by ``spec``."""
     kind = spec["store"]
+    if kind == "variable":
+        import os
+
+        # The worker is a plain process outside any task: the Variable store then talks to the
+        # metadata database directly, as the CLI and the api-server do.
+        os.environ.update(spec["airflow_env"])
+        from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
+
+        return VariableTokenStore()
     if kind == "file":
         from airflow_provider_tokenrefresh.stores import FileTokenStore
 

@@ -78,3 +78,17 @@ def test_herd_postgres_lock_with_aws_store(vendor: Any, postgres_server: str, mo
     spec = _spec(vendor, lock="postgres", postgres_dsn=postgres_server, store="aws", aws_endpoint=moto_server)
     spec["key"] = f"herd-{vendor.port}"
     _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
+
+
+@pytest.mark.slow
+def test_herd_file_lock_with_variable_store(vendor: Any, tmp_path: Path) -> None:
+    """The embedded default (one machine): file lock + Airflow Variables in a real SQLite metadata DB."""
+    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
+
+    stack = AirflowStack(home=tmp_path / "airflow", dags_folder=tmp_path / "dags")
+    (tmp_path / "dags").mkdir()
+    stack.migrate()
+    env = {k: v for k, v in stack.env().items() if k.startswith(("AIRFLOW", "_AIRFLOW"))}
+    env["_AIRFLOW_PROCESS_CONTEXT"] = "server"
+    spec = _spec(vendor, lock="file", lock_dir=str(tmp_path / "locks"), store="variable", airflow_env=env)
+    _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
