@@ -56,14 +56,22 @@ class TokenValidSensor(BaseSensorOperator):
         return self._check(refresh=self.refresh)
 
     def _check(self, *, refresh: bool) -> bool:
-        from airflow_provider_tokenrefresh.errors import ConfigurationError, RefreshTokenRejected
+        from airflow_provider_tokenrefresh.errors import (
+            ConfigurationError,
+            RefreshTokenRejected,
+            TokenRefreshError,
+        )
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
         hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
         try:
             status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
         except (RefreshTokenRejected, ConfigurationError) as exc:
-            self._fail(str(exc))
+            self._fail(str(exc))  # waiting cannot fix these: a person must act
+            return False
+        except TokenRefreshError as exc:
+            # Vendor down, lock busy, outcome unknown: not valid yet, keep waiting.
+            self.log.warning("Token of %s not available yet: %s", self.conn_id, exc)
             return False
         if status.get("state") == "reauth_required":
             self._fail(f"connection {self.conn_id!r} needs re-authorization: {status.get('reason')}")
@@ -74,10 +82,10 @@ class TokenValidSensor(BaseSensorOperator):
         return expires_in is not None and expires_in >= self.min_ttl
 
     def execute(self, context: Context) -> Any:
-        """Check once; if not valid yet and deferrable, hand the wait (and any refresh) to the triggerer."""
+        """Check (and refresh) once here; if still not valid and deferrable, hand the wait to the triggerer."""
         if not self.deferrable:
             return super().execute(context)
-        if self._check(refresh=False):
+        if self._check(refresh=self.refresh):
             return None
         from airflow_provider_tokenrefresh.triggers.tokenrefresh import TokenValidTrigger
 

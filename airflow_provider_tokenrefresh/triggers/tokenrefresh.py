@@ -57,6 +57,8 @@ class TokenValidTrigger(BaseTrigger):
         hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
         checks = 0
         while True:
+            # The sensor checked just before deferring: wait first, then look again.
+            await asyncio.sleep(self.poke_interval)
             checks += 1
             try:
                 if self.refresh:
@@ -95,4 +97,3 @@ class TokenValidTrigger(BaseTrigger):
                         }
                     )
                     return
-            await asyncio.sleep(self.poke_interval)

@@ -65,6 +65,9 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
     seeds = {d: deployment.seed_connection(d) for d in DIALECTS}
     for emu in deployment.emulators.values():
         emu.reset_counters()
+        # The vendor is briefly down: the sensor's first check in the worker fails (503), so it
+        # defers and the refresh happens in the triggerer once the vendor is back.
+        emu.inject("http_503")
     run_id = stack.trigger("example_token_consumer")
     state = stack.wait_run("example_token_consumer", run_id, timeout=300)
     assert state == "success", stack.explain("example_token_consumer", run_id)
@@ -79,6 +82,7 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
         assert isinstance(event, dict)
         assert event["status"] == "success"
         assert event["checks"] >= 1
+        assert emu.counters.get("fault:http_503") == 1, emu.counters  # the worker's attempt
         assert emu.counters.get("ok") == 1, emu.counters  # exactly one refresh per vendor
         assert emu.counters.get("invalid_grant", 0) == 0
         assert emu.counters.get("sample:ok") == 1
