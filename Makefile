@@ -15,6 +15,7 @@ help:
 	@echo "make demo    - run the main job on embedded defaults and print what happened"
 	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
 	@echo "make lint    - ruff + mypy --strict on the package"
+	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
 	@echo "make chaos   - the full chaos run (1,000 rounds of crashes and faults), report in .artifacts/chaos.json"
 	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
 
@@ -48,6 +49,10 @@ lint: venv
 .PHONY: demo
 demo: venv
 	$(PY) scripts/demo.py
+
+.PHONY: bench
+bench: venv
+	$(PY) -m benchmarks.run
 
 .PHONY: chaos
 chaos: venv
