@@ -82,41 +82,49 @@ class Redactor:
     """Replaces known secret values in text.
 
     Thread-safe. Each secret is also replaced in its URL-encoded forms, since a vendor may echo a
-    token from a query string or form body.
+    token from a query string or form body. Adding is O(1) and redaction is one C-level substring
+    search per remembered value (no regex rebuilt per secret: a process that handles thousands of
+    tokens, like a fan-out keeper or the triggerer, must not slow down quadratically). At most
+    ``max_secrets`` values are remembered; the oldest are forgotten first.
     """
 
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, secrets: Iterable[str | None] = (), *, max_secrets: int = 20_000) -> None:
         self._lock = threading.Lock()
-        self._patterns: set[str] = set()
-        self._regex: re.Pattern[str] | None = None
+        self._values: dict[str, None] = {}  # insertion-ordered set
+        self._max = max_secrets
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
         """Remember secret values to hide from now on; short or empty values are ignored."""
-        new: set[str] = set()
-        for secret in secrets:
-            if not secret or len(secret) < MIN_SECRET_LENGTH:
-                continue
-            new.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
         with self._lock:
-            if new - self._patterns:
-                self._patterns |= new
-                # Longest first so a secret that contains another is hidden whole.
-                ordered = sorted(self._patterns, key=len, reverse=True)
-                self._regex = re.compile("|".join(re.escape(p) for p in ordered))
+            for secret in secrets:
+                if not secret or len(secret) < MIN_SECRET_LENGTH:
+                    continue
+                for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
+                    self._values.pop(form, None)
+                    self._values[form] = None
+            while len(self._values) > self._max:
+                del self._values[next(iter(self._values))]
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every known secret replaced by ``***``."""
-        regex = self._regex
-        if regex is None or not text:
+        if not text or not self._values:
             return text
-        return regex.sub(MASK, text)
+        with self._lock:
+            hits = [value for value in self._values if value in text]
+        # Longest first, so a secret that contains another is hidden whole.
+        for value in sorted(hits, key=len, reverse=True):
+            text = text.replace(value, MASK)
+        return text
 
     def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and value in self._patterns
+        return isinstance(value, str) and value in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     def __repr__(self) -> str:
-        return f"Redactor({len(self._patterns)} patterns)"
+        return f"Redactor({len(self._values)} values)"
 
 
 #: Process-wide redactor: every token the provider receives or sends is added here.

@@ -1,0 +1,31 @@
+"""Redaction: URL parameters by name, known values in every encoding, bounded memory."""
+
+from __future__ import annotations
+
+from airflow_provider_tokenrefresh.redaction import Redactor, redact_url
+
+
+def test_sensitive_query_values_and_userinfo_are_hidden() -> None:
+    url = "https://user:pw12345@vendor.example/api/refreshToken.do?grant_type=refresh_token&refresh_token=abc.def&x=1"
+    assert redact_url(url) == (
+        "https://user:***@vendor.example/api/refreshToken.do?grant_type=refresh_token&refresh_token=***&x=1"
+    )
+
+
+def test_known_values_are_hidden_in_raw_and_url_encoded_forms_longest_first() -> None:
+    redactor = Redactor(["tok+en/with=chars", "tok+en"])
+    text = "a tok+en/with=chars b tok%2Ben%2Fwith%3Dchars c tok+en d"
+    assert redactor.redact(text) == "a *** b *** c *** d"
+
+
+def test_short_values_are_not_secrets() -> None:
+    assert Redactor(["0", "ok", "1234"]).redact("0 ok 1234") == "0 ok 1234"
+
+
+def test_memory_is_bounded_oldest_forgotten_first() -> None:
+    redactor = Redactor(max_secrets=2)  # plain values: one remembered form each
+    redactor.add("first-secret", "second-secret", "third-secret")
+    assert len(redactor) == 2
+    assert "third-secret" in redactor
+    assert "first-secret" not in redactor
+    assert redactor.redact("second-secret third-secret") == "*** ***"
