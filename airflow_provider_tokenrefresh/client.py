@@ -411,40 +411,58 @@ class RefreshClient:
         self.close()
 
     def _send(self, client: httpx.Client, request: WireRequest) -> _Result:
-        import httpx
-
         try:
             with client.stream(
                 request.method, request.url, headers=request.headers, content=request.content
             ) as resp:
-                body = bytearray()
+                body = _Body(self.settings.max_response_bytes)
                 for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > self.settings.max_response_bytes:
-                        return _Failure("too_large", "answer too large")
-                return _Answer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, bytes(body))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return _Failure("not_sent", _describe(exc))
-        except httpx.HTTPError as exc:
-            return _Failure("unknown", _describe(exc))
+                    if not body.add(chunk):
+                        return body.too_large
+                return body.answer(resp)
+        except Exception as exc:  # noqa: BLE001 - classified; non-httpx errors re-raised
+            return _failure_for(exc)
 
     async def _asend(self, client: httpx.AsyncClient, request: WireRequest) -> _Result:
-        import httpx
-
         try:
             async with client.stream(
                 request.method, request.url, headers=request.headers, content=request.content
             ) as resp:
-                body = bytearray()
+                body = _Body(self.settings.max_response_bytes)
                 async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.settings.max_response_bytes:
-                        return _Failure("too_large", "answer too large")
-                return _Answer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, bytes(body))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return _Failure("not_sent", _describe(exc))
-        except httpx.HTTPError as exc:
-            return _Failure("unknown", _describe(exc))
+                    if not body.add(chunk):
+                        return body.too_large
+                return body.answer(resp)
+        except Exception as exc:  # noqa: BLE001 - classified; non-httpx errors re-raised
+            return _failure_for(exc)
+
+
+class _Body:
+    """Collects an answer's body up to a size bound (shared by the sync and async drivers)."""
+
+    too_large = _Failure("too_large", "answer too large")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> bool:
+        self.data += chunk
+        return len(self.data) <= self.limit
+
+    def answer(self, resp: httpx.Response) -> _Answer:
+        return _Answer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, bytes(self.data))
+
+
+def _failure_for(exc: Exception) -> _Failure:
+    """Connect-phase errors mean "not sent" (safe to retry); any other httpx error, "unknown"."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return _Failure("not_sent", _describe(exc))
+    if isinstance(exc, httpx.HTTPError):
+        return _Failure("unknown", _describe(exc))
+    raise exc
 
 
 def _describe(exc: BaseException) -> str:
