@@ -95,6 +95,8 @@ def _expired_token(emulator: Any) -> dict[str, Any]:
 
 def run_peer(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> dict[str, Any]:
     """Run the Authlib herd; count requests per round from the emulator's counters."""
+    from tests.concurrency.herd import join_or_kill
+
     token_file = str(workdir / "peer-token.json")
     atomic_write_json(token_file, _expired_token(emulator))
     ctx = multiprocessing.get_context("spawn")
@@ -144,11 +146,7 @@ def run_peer(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> di
                     errors[error] = errors.get(error, 0) + 1
             got_token.append(winners)
     finally:
-        for proc in workers:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        join_or_kill(workers)
     return {
         "refresh_requests_per_round": requests,
         "ok_per_round": ok,

@@ -111,9 +111,14 @@ def run_herd(
             outcome.generations_per_round.append(generations)
         outcome.invalid_grant = emulator.counters.get("invalid_grant", 0)
     finally:
-        for proc in workers:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        join_or_kill(workers)
     return outcome
+
+
+def join_or_kill(workers: list[Any], timeout: float = 30) -> None:
+    """Wait for worker processes; kill (by PID) any still alive after ``timeout`` seconds."""
+    for proc in workers:
+        proc.join(timeout=timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
