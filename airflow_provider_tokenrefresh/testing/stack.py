@@ -26,6 +26,18 @@ if TYPE_CHECKING:
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it if the process that started it dies (no orphans even
+    when a test run is killed before its teardown)."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the normal stop() still applies
+        pass
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -140,7 +152,12 @@ class AirflowStack:
                 args.append("--skip-serve-logs")
             log = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
             self.processes[name] = subprocess.Popen(
-                args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a kernel flag
             )
         if "api-server" in components:
             self.wait_ready(ready_timeout)
