@@ -24,6 +24,7 @@ from airflow_provider_tokenrefresh.testing.emulator import (
     DAY,
     CommonOptions,
     IncomingRequest,
+    IssuedTokens,
     RefreshResult,
     Response,
     VendorEmulator,
@@ -33,7 +34,7 @@ from airflow_provider_tokenrefresh.testing.emulator import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -75,6 +76,41 @@ class _OAuth2Style(VendorEmulator):
             and secrets_equal(credentials[0], self.client_id)
             and secrets_equal(credentials[1], self.client_secret)
         )
+
+    def _form(self, request: IncomingRequest) -> dict[str, list[str]] | Response:
+        """The form body's parameters, or the error answer for a bad content type/body/duplicate."""
+        if request.media_type() != FORM:
+            return self._bad_request(f"Content-Type must be {FORM}")
+        params = form_params(request.body)
+        if params is None:
+            return self._bad_request("The request body is not valid UTF-8")
+        return self._no_duplicates(params)
+
+    def _no_duplicates(self, params: dict[str, list[str]]) -> dict[str, list[str]] | Response:
+        duplicates = _duplicates(params)
+        if duplicates:
+            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        return params
+
+    def _refresh(
+        self, params: Mapping[str, list[str]], *, missing: str, rejected: Callable[[str], Response]
+    ) -> IssuedTokens | Response:
+        """Check the grant, take the refresh token, refresh; the tokens or the error answer."""
+        bad_grant = self._check_grant(params)
+        if bad_grant is not None:
+            return bad_grant
+        refresh_token = (params.get("refresh_token") or [""])[0]
+        if not refresh_token:
+            return self._bad_request(missing)
+        result = self.process_refresh(refresh_token)
+        if result.outcome != "ok" or result.tokens is None:
+            return rejected(refresh_token)
+        return result.tokens
+
+    def _invalid_grant(self, text: str) -> Response:
+        response = self.error_response(400, "invalid_grant", text)
+        response.headers.extend(NO_STORE)
+        return response
 
     def _check_grant(self, params: Mapping[str, list[str]]) -> Response | None:
         grant = params.get("grant_type")
@@ -118,30 +154,21 @@ class OAuth2BasicEmulator(_OAuth2Style):
         """Validate and answer one refresh request."""
         if not self._check_basic(request):
             return self._bad_client_401()
-        if request.media_type() != FORM:
-            return self._bad_request(f"Content-Type must be {FORM}")
-        params = form_params(request.body)
-        if params is None:
-            return self._bad_request("The request body is not valid UTF-8")
-        duplicates = _duplicates(params)
-        if duplicates:
-            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        params = self._form(request)
+        if isinstance(params, Response):
+            return params
         if "client_secret" in params:
             return self._bad_request("Client credentials must be sent only in the Authorization header")
         if "client_id" in params and params["client_id"][0] != self.client_id:
             return self._bad_request("client_id does not match the Authorization header")
-        bad_grant = self._check_grant(params)
-        if bad_grant is not None:
-            return bad_grant
-        refresh_token = (params.get("refresh_token") or [""])[0]
-        if not refresh_token:
-            return self._bad_request("Missing refresh_token parameter")
-        result = self.process_refresh(refresh_token)
-        if result.outcome != "ok" or result.tokens is None:
-            response = self.error_response(400, "invalid_grant", f"Invalid refresh token: {refresh_token}")
-            response.headers.extend(NO_STORE)
-            return response
-        tokens = result.tokens
+        # The document echoes the presented refresh token in the error description.
+        tokens = self._refresh(
+            params,
+            missing="Missing refresh_token parameter",
+            rejected=lambda token: self._invalid_grant(f"Invalid refresh token: {token}"),
+        )
+        if isinstance(tokens, Response):
+            return tokens
         body: dict[str, Any] = {"access_token": tokens.access_token, "token_type": "Bearer"}
         if not self.omit_refresh_token:
             body["refresh_token"] = tokens.refresh_token
@@ -183,32 +210,22 @@ class OAuth2PostEmulator(_OAuth2Style):
                 "invalid_client",
                 "Client authentication via HTTP Basic is not supported; send client_id and client_secret in the body",
             )
-        if request.media_type() != FORM:
-            return self._bad_request(f"Content-Type must be {FORM}")
-        params = form_params(request.body)
-        if params is None:
-            return self._bad_request("The request body is not valid UTF-8")
-        duplicates = _duplicates(params)
-        if duplicates:
-            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        params = self._form(request)
+        if isinstance(params, Response):
+            return params
         client_id = (params.get("client_id") or [""])[0]
         client_secret = (params.get("client_secret") or [""])[0]
         if not (
             secrets_equal(client_id, self.client_id) and secrets_equal(client_secret, self.client_secret)
         ):
             return self._oauth_error("bad_client", 400, "invalid_client", "Client authentication failed")
-        bad_grant = self._check_grant(params)
-        if bad_grant is not None:
-            return bad_grant
-        refresh_token = (params.get("refresh_token") or [""])[0]
-        if not refresh_token:
-            return self._bad_request("Missing refresh_token parameter")
-        result = self.process_refresh(refresh_token)
-        if result.outcome != "ok" or result.tokens is None:
-            response = self.error_response(400, "invalid_grant", "Invalid refresh token")
-            response.headers.extend(NO_STORE)
-            return response
-        tokens = result.tokens
+        tokens = self._refresh(
+            params,
+            missing="Missing refresh_token parameter",
+            rejected=lambda _token: self._invalid_grant("Invalid refresh token"),
+        )
+        if isinstance(tokens, Response):
+            return tokens
         body: dict[str, Any] = {
             "access_token": tokens.access_token,
             "token_type": "Bearer",
@@ -248,22 +265,18 @@ class BabelBirdEmulator(_OAuth2Style):
         """Validate and answer one refresh request."""
         if not self._check_basic(request):
             return self._bad_client_401()
-        params = parse_qs(request.query, keep_blank_values=True)
-        duplicates = _duplicates(params)
-        if duplicates:
-            return self._bad_request(f"Parameter included more than once: {', '.join(duplicates)}")
+        params = self._no_duplicates(parse_qs(request.query, keep_blank_values=True))
+        if isinstance(params, Response):
+            return params
         if not (params.get("grant_type") or [""])[0]:
             return self._bad_request("grant_type is required in the query string")
-        bad_grant = self._check_grant(params)
-        if bad_grant is not None:
-            return bad_grant
-        refresh_token = (params.get("refresh_token") or [""])[0]
-        if not refresh_token:
-            return self._bad_request("refresh_token is required in the query string")
-        result = self.process_refresh(refresh_token)
-        if result.outcome != "ok" or result.tokens is None:
-            return self.error_response(400, "invalid_grant", "Invalid refresh token")
-        tokens = result.tokens
+        tokens = self._refresh(
+            params,
+            missing="refresh_token is required in the query string",
+            rejected=lambda _token: self.error_response(400, "invalid_grant", "Invalid refresh token"),
+        )
+        if isinstance(tokens, Response):
+            return tokens
         body: dict[str, Any] = {"access_token": tokens.access_token, "token_type": "Bearer"}
         if not self.omit_refresh_token:
             body["refresh_token"] = tokens.refresh_token
