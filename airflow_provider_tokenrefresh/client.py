@@ -243,6 +243,8 @@ class RefreshClient:
             )
         except TokenRefreshError as exc:
             raise exc.with_conn_id(self.settings.conn_id) if self.settings.conn_id else exc from None
+        # The whole Basic credential, as sent: a proxy or vendor that echoes the header is hidden too.
+        self._secret(request.headers.get("Authorization", "").removeprefix("Basic ") or None)
         context = ResponseContext(
             endpoint=self.safe_url,
             secrets=(refresh_token, access_token, self.settings.credentials.client_secret),

@@ -78,6 +78,30 @@ def redact_url(url: object) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), parts.fragment))
 
 
+def encoded_forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret is spelled when it travels: as is, URL-encoded (both styles), JSON-escaped
+    (``/`` may become ``\\/``, non-ASCII ``\\uXXXX``) and Base64 (standard and URL-safe)."""
+    import base64
+    import json
+
+    escaped = json.dumps(secret)[1:-1]
+    raw = secret.encode()
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+        escaped,
+        escaped.replace("/", "\\/"),
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    for b64 in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
+        # A secret embedded in a longer Base64 text (``Basic base64(id:secret)``) is not found this
+        # way; the client registers the whole header value too.
+        forms.add(b64)
+        forms.add(b64.rstrip("="))
+    return tuple(form for form in forms if len(form) >= MIN_SECRET_LENGTH)
+
+
 class Redactor:
     """Replaces known secret values in text.
 
@@ -90,7 +114,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None] = (), *, max_secrets: int = 20_000) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, None] = {}  # insertion-ordered set
+        self._values: dict[str, tuple[str, ...]] = {}  # secret -> its forms, oldest first
         self._max = max_secrets
         self.add(*secrets)
 
@@ -100,18 +124,17 @@ class Redactor:
             for secret in secrets:
                 if not secret or len(secret) < MIN_SECRET_LENGTH:
                     continue
-                for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
-                    self._values.pop(form, None)
-                    self._values[form] = None
+                forms = self._values.pop(secret, None) or encoded_forms(secret)
+                self._values[secret] = forms
             while len(self._values) > self._max:
                 del self._values[next(iter(self._values))]
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with every known secret replaced by ``***``."""
+        """Return ``text`` with every known secret, in every encoded form, replaced by ``***``."""
         if not text or not self._values:
             return text
         with self._lock:
-            hits = [value for value in self._values if value in text]
+            hits = {form for forms in self._values.values() for form in forms if form in text}
         # Longest first, so a secret that contains another is hidden whole.
         for value in sorted(hits, key=len, reverse=True):
             text = text.replace(value, MASK)

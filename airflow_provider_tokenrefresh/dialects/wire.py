@@ -26,6 +26,8 @@ from airflow_provider_tokenrefresh.errors import (
 from airflow_provider_tokenrefresh.redaction import Redactor, redact, redact_url
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_tokenrefresh.dialects.spec import DialectSpec, ErrorRule, ExpiryFormat, Outcome
 
 #: Longest vendor error text quoted in an exception message.
@@ -204,6 +206,9 @@ def parse_response(
             status_code=status,
         )
 
+    def quote(text: str) -> str:
+        return quoted(text, redactor)
+
     data: Any = None
     try:
         data = json.loads(body) if body.strip() else None
@@ -223,11 +228,13 @@ def parse_response(
         if resp.success is not None:
             actual = _as_text(get_path(data, resp.success.path))
             if actual not in resp.success.equals:
-                raise _vendor_failure(spec, status, actual, detail, fail, success_path=resp.success.path)
+                raise _vendor_failure(
+                    spec, status, actual, detail, fail, success_path=resp.success.path, quote=quote
+                )
         access = get_path(data, resp.access_token)
         if not isinstance(access, str) or not access:
             if code is not None:
-                raise _vendor_failure(spec, status, code, detail, fail)
+                raise _vendor_failure(spec, status, code, detail, fail, quote=quote)
             raise fail(
                 MalformedResponseError, f"HTTP {status} answer has no access token at '{resp.access_token}'"
             )
@@ -274,8 +281,20 @@ def parse_response(
     if code is None and isinstance(data, dict) and resp.success is not None:
         code = _as_text(get_path(data, resp.success.path))
     if detail is None and not isinstance(data, dict) and body:
-        detail = body[:MAX_QUOTED_ERROR].decode("utf-8", "replace")
-    raise _vendor_failure(spec, status, code, detail, fail)
+        detail = body.decode("utf-8", "replace")
+    raise _vendor_failure(spec, status, code, detail, fail, quote=quote)
+
+
+def quoted(text: str, redactor: Redactor | None) -> str:
+    """Vendor text fit to quote in a message: every known secret hidden *first*, then cut short.
+
+    Cutting first would leave the start of a long token that no redactor can match any more
+    (vendors echo JWT-sized refresh tokens in their errors).
+    """
+    clean = redact(redactor.redact(text) if redactor is not None else text)
+    if len(clean) > MAX_QUOTED_ERROR:
+        clean = clean[:MAX_QUOTED_ERROR] + "..."
+    return clean
 
 
 def _default_outcome(status: int) -> tuple[Outcome, str]:
@@ -311,6 +330,7 @@ def _vendor_failure(
     fail: Any,
     *,
     success_path: str | None = None,
+    quote: Callable[[str], str] | None = None,
 ) -> TokenRefreshError:
     rule = match_rule(spec, status, code)
     outcome, meaning = (rule.outcome, rule.meaning) if rule else _default_outcome(status)
@@ -318,6 +338,6 @@ def _vendor_failure(
     if code is not None:
         parts.append(f"{success_path or 'code'}={code}")
     if detail:
-        parts.append(repr(detail[:MAX_QUOTED_ERROR]))
+        parts.append(repr(quote(detail) if quote is not None else quoted(detail, None)))
     error: TokenRefreshError = fail(_OUTCOME_ERRORS[outcome], f"{' '.join(parts)}: {meaning}", code)
     return error
