@@ -139,3 +139,25 @@ class LockTimeout(TokenRefreshError):
 
     kind = "lock_timeout"
     retryable = True
+
+
+class RefreshInFlight(LockTimeout):
+    """Another process's refresh of this connection is in flight (its intent is young): this one
+    waited its bounded time and sent nothing."""
+
+    kind = "refresh_in_flight"
+
+
+class LockLost(TokenRefreshError):
+    """The lock's lease was lost (expired, session killed) before the vendor call: none was made."""
+
+    kind = "lock_lost"
+    retryable = True
+
+
+class RecordTakenOver(StoreError):
+    """A refresh's answer arrived after another process had taken the record over (this holder was
+    frozen past the stale bound). Both are kept on the record, which is marked suspect."""
+
+    kind = "taken_over"
+    retryable = False

@@ -1,50 +1,59 @@
 """The coordinator: "a valid token for connection X", with exactly one refresh per expiry window.
 
 Everything that needs a token — hooks, operators, sensors, triggers, the CLI — calls
-:meth:`TokenKeeper.get_valid_token` or :meth:`TokenKeeper.refresh`. The algorithm is
-double-checked locking around the store:
+:meth:`TokenKeeper.get_valid_token` or :meth:`TokenKeeper.refresh`. The decision of what to do
+is the pure function :func:`airflow_provider_tokenrefresh.lease.decide`; this module does the I/O
+it says, in this order:
 
-1. in-process cache hit with at least ``min_ttl`` left → return;
-2. read the store; reconcile with the connection's seed (a re-seeded connection wins);
-   at least ``min_ttl`` left → return;
-3. take the per-connection lock (bounded wait), read the store again — someone may have refreshed
-   while we waited;
-4. refresh once; **write the new record (compare-and-set) before returning or logging anything**;
-   if the write fails, retry with backoff, keep the new record in memory, and fail loudly;
-5. on a rejected refresh token, re-read: a newer generation means someone else rotated it (use
-   theirs); otherwise mark the record ``reauth_required`` and stop calling the vendor until the
-   connection is re-seeded.
+1. in-process cache hit with at least ``min_ttl`` left → return (no store read);
+2. read the store, decide: *use* → return; *refuse* → raise; *wait* (another process's young
+   intent) → read again after a pause, bounded, sending nothing;
+3. *refresh* or *replay*: take the per-connection lock (it only spares waiters a spin), read and
+   decide again under it;
+4. **claim**: write a refresh intent with a fresh random id. Stores with compare-and-set (file,
+   Vault/OpenBao, AWS) make that write the mutual exclusion. Airflow Variables have none, so the
+   claim is *write, wait ``settle`` seconds, read back*: a claim whose read-to-acknowledged time
+   exceeded ``settle / 2`` is withdrawn, and one that reads back another id lost. Under the stated
+   bound (a Variable write is visible to every reader within ``settle / 2`` of its read), two
+   claims cannot both read back their own id;
+5. ask the lock whether the lease is still held (Redis owner key, PostgreSQL session): if not,
+   withdraw the intent and make no vendor call;
+6. call the vendor once;
+7. **write the answer compare-and-set on the writer's own intent** before returning or logging
+   anything. A holder whose lease lapsed during the call still stores what the vendor gave it —
+   it holds the only live refresh token — unless another process has taken the record over since
+   (it stalled past the bound ``stale_after``); then both answers are kept on the record, which is
+   marked ``suspect``, and the caller gets an error: never a token that may be revoked;
+8. a rejected refresh token: if the record is still ours, try the alternates it keeps, else
+   ``reauth_required`` (with the interrupted refresh explained after a replay); if another process
+   wrote meanwhile (a lost race — the vendor may have revoked the whole family on the reuse), the
+   record is marked ``suspect`` and one more refresh decides.
 
 Crash-safe rotation, as a state machine (``R`` is the stored record, ``g`` its generation)::
 
     VALID ──(less than min_ttl left)──► DUE ──lock──► re-read ──(someone refreshed)──► VALID
                                                   │
+                        young intent of another ◄─┤ (wait; never send the same token)
                                                   ▼
-                         INTENT: write R + refresh_started_at/by, compare-and-set   [crash: see (a)]
-                                                  │
+                         INTENT (id): CAS / write+settle+read-back                   [crash: see (a)]
+                                                  │ lease still held?
                                              vendor call                            [crash: see (b)]
             ┌──────────────┬──────────────┬───────┴────────┬──────────────────────┐
          success       rejected        transient /      outcome unknown      (process dies)
             │              │           configuration    (timeout, dropped)
             ▼              ▼               │                 │
-      write g+1 (CAS)   re-read:           ▼                 ▼
-      before anyone    newer g → use   clear intent,     keep intent, note error,
-      sees the token   it; else        note error,       raise: the next run tries
-            │          REAUTH_REQUIRED raise (retry      the stored token; a
-      write fails?     (reason, fix;   later is safe)    rejection then becomes
-      retry, keep in   vendor not                        REAUTH_REQUIRED naming
-      memory (UNSAVED),called again                      the interrupted refresh
-      fail loudly;     until re-seed)
-      next call writes
-      it first
+      write g+1, CAS   ours? alternates,   ▼                 ▼
+      on own intent    else REAUTH;    clear own intent, keep intent: others
+      (taken over:     someone else's? note error,       wait until it is older
+      keep both,       SUSPECT, one    raise (retry      than stale_after, then
+      SUSPECT)         refresh decides later is safe)    replay (see (b))
 
 Recovery: (a) a crash before the vendor call leaves an intent whose refresh token is still good:
-the next holder of the lock refreshes normally. (b) a crash after the vendor rotated but before
-the write leaves the intent and a refresh token the vendor no longer accepts: the next holder's
-refresh is rejected, the record becomes ``reauth_required`` and its reason names the interrupted
-refresh (when and by which process), so the person on call knows a re-authorization is needed
-and why. An access token is never handed out before the refresh token that came with it is
-durable.
+once the intent is older than ``stale_after`` the next holder replays it normally. (b) a crash
+after the vendor rotated but before the write leaves the intent and a refresh token the vendor no
+longer accepts: the replay is rejected, the record becomes ``reauth_required`` and its reason
+names the interrupted refresh (when and by which process). An access token is never handed out
+before the refresh token that came with it is durable.
 
 This module imports nothing from Airflow.
 """
@@ -54,6 +63,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -61,26 +71,54 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_tokenrefresh.errors import (
+    ConfigurationError,
+    LockLost,
+    RecordTakenOver,
+    RefreshInFlight,
     RefreshTokenRejected,
     StoreConflict,
     StoreError,
     TokenRefreshError,
 )
+from airflow_provider_tokenrefresh.lease import Decision, View, decide, needs_refresh
 from airflow_provider_tokenrefresh.redaction import redact, remember_secrets
-from airflow_provider_tokenrefresh.tokens import TokenRecord, fingerprint, utcnow
+from airflow_provider_tokenrefresh.tokens import AlternateTokens, TokenRecord, fingerprint, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
     from airflow_provider_tokenrefresh.client import RefreshClient
-    from airflow_provider_tokenrefresh.locks import RefreshLock
+    from airflow_provider_tokenrefresh.locks import Lease, RefreshLock
     from airflow_provider_tokenrefresh.stores import TokenStore, Version
 
 log = logging.getLogger(__name__)
 
 #: Default seconds of validity a caller wants left on a token it is handed.
 DEFAULT_MIN_TTL = 300.0
+#: Default settle time of a claim in a store without compare-and-set (Airflow Variables): twice the
+#: bound on read-to-visible time it assumes (1 s; measured worst under load: see docs/concurrency.md).
+DEFAULT_SETTLE = 2.0
+#: Added to the worst-case duration of one refresh to get the stale bound.
+STALE_MARGIN = 30.0
+
+
+def default_stale_after(
+    *, timeout: float, attempts: int, max_retry_after: float, lease_ttl: float, settle: float
+) -> float:
+    """The bound ``B``: an intent younger than this may still have a request at the vendor.
+
+    Every attempt's full timeout, the longest waits between attempts, the lock's lease, the claim's
+    settle time and a margin for clock skew and store latency. 182 s with the defaults (30 s
+    timeout, 3 attempts, 30 s Retry-After cap, file lock).
+    """
+    attempts = max(1, attempts)
+    return attempts * timeout + (attempts - 1) * max_retry_after + lease_ttl + settle + STALE_MARGIN
+
+
+def process_identity() -> str:
+    """``host:pid`` of this process, as written on intents."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -109,24 +147,37 @@ class RefreshOutcome:
         return {**self.record.status(), "refreshed": self.refreshed, "rotated": self.rotated}
 
 
+class _Retry:
+    """The claim was lost or withdrawn: read and decide again."""
+
+
+_RETRY = _Retry()
+
+
 class TokenKeeper:
     """Keeps one connection's token valid through one store and one lock.
 
     :param key: store key of the record (per connection).
     :param client: the refresh client of the connection's dialect.
     :param store: where the record lives.
-    :param lock: who may refresh.
+    :param lock: spares waiters a spin; the record itself is the lease.
     :param seed: the connection's initial tokens.
     :param refresh_token_ttl: refresh-token lifetime to assume when the vendor does not say.
     :param refresh_margin: refresh this long before the *refresh* token expires, so it never lapses.
-    :param lock_timeout: seconds to wait for the lock before giving up (no second refresh).
+    :param lock_timeout: seconds to wait for the lock, and for another process's refresh in flight,
+        before giving up (no refresh is sent then).
+    :param stale_after: the bound ``B`` (seconds) after which an intent counts as a crashed refresh;
+        default :func:`default_stale_after` of the client's timeouts and the lock's lease.
+    :param settle: claim settle time for stores without compare-and-set (default 2 s).
+    :param lock_explicit: whether the connection named its lock (else ``lock: auto`` chose it).
     :param on_secret: called with every secret read or received (Airflow's ``mask_secret``).
     """
 
     # In-process cache shared by every keeper of a key in this process: a hit costs no store read.
     _cache: ClassVar[dict[str, TokenRecord]] = {}
-    # Rotated records whose write failed: the only copy of a live refresh token; retried first.
-    _unsaved: ClassVar[dict[str, TokenRecord]] = {}
+    # Rotated records whose write failed, with the id of the intent they answer: the only copy of a
+    # live refresh token; retried first.
+    _unsaved: ClassVar[dict[str, tuple[TokenRecord, str | None]]] = {}
     _guard = threading.Lock()
 
     def __init__(
@@ -143,6 +194,9 @@ class TokenKeeper:
         lock_timeout: float = 60.0,
         write_attempts: int = 4,
         write_backoff: float = 0.2,
+        stale_after: float | None = None,
+        settle: float | None = None,
+        lock_explicit: bool = True,
         on_secret: Callable[[str], object] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -157,6 +211,19 @@ class TokenKeeper:
         self.lock_timeout = lock_timeout
         self.write_attempts = max(1, write_attempts)
         self.write_backoff = write_backoff
+        self.settle = DEFAULT_SETTLE if settle is None else settle
+        if stale_after is None:
+            cs = getattr(client, "settings", None)
+            stale_after = default_stale_after(
+                timeout=getattr(cs, "timeout", 30.0),
+                attempts=getattr(cs, "max_attempts", 3),
+                max_retry_after=getattr(cs, "max_retry_after", 30.0),
+                lease_ttl=getattr(lock, "lease_ttl", 0.0),
+                settle=0.0 if getattr(store, "atomic", False) else self.settle,
+            )
+        self.stale_after = stale_after
+        self.lock_explicit = lock_explicit
+        self.me = process_identity()
         self._on_secret = on_secret
         self._clock = clock
         #: Called with the name of each step of a refresh ("intent_written", "before_request",
@@ -166,43 +233,34 @@ class TokenKeeper:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _register(self, *secrets: str | None) -> None:
-        remember_secrets(*secrets)
+    @property
+    def name(self) -> str:
+        """The connection id (or the store key) for messages."""
+        return self.conn_id or self.key
+
+    @property
+    def lock_identity(self) -> str:
+        """The lock recorded on the record: its identity, or just ``file`` for a file lock (whose
+        domains are listed in ``file_lock_hosts`` instead)."""
+        identity = str(getattr(self.lock, "identity", self.lock.name))
+        return "file" if self.lock.name == "file" else identity
+
+    def _register(self, *values: str | None) -> None:
+        remember_secrets(*values)
         if self._on_secret is not None:
-            for secret in secrets:
-                if secret:
-                    self._on_secret(secret)
+            for value in values:
+                if value:
+                    self._on_secret(value)
 
     def _named(self, exc: TokenRefreshError) -> TokenRefreshError:
         return exc.with_conn_id(self.conn_id) if self.conn_id else exc
 
-    def _reconcile(self, record: TokenRecord | None) -> TokenRecord:
-        """The record to work from: the stored one, unless the connection was (re-)seeded since."""
-        if record is not None and record.seed_fingerprint == self.seed.fingerprint:
-            self._register(*record.secrets())
-            return record
-        if record is not None:
-            log.warning(
-                "Connection %s has a new refresh token (fingerprint %s, stored record was seeded from %s): "
-                "starting over from the connection's token",
-                self.conn_id or self.key,
-                self.seed.fingerprint,
-                record.seed_fingerprint,
-            )
-        seeded = TokenRecord.seeded(self.seed.refresh_token, self.seed.access_token)
-        if record is not None:
-            seeded = seeded.model_copy(update={"generation": record.generation + 1})
-        return seeded
-
-    def _needs_refresh(self, record: TokenRecord, min_ttl: float, now: datetime) -> bool:
-        if record.access_ttl(now) < min_ttl:
-            return True
-        # Keep a short-lived refresh token (bearer_json: one hour) from lapsing while unused.
-        return record.refresh_ttl(now) < self.refresh_margin
+    def _seed_record(self) -> TokenRecord:
+        return TokenRecord.seeded(self.seed.refresh_token, self.seed.access_token)
 
     def _read(self) -> tuple[TokenRecord | None, Version]:
         try:
-            return self.store.read(self.key)
+            record, version = self.store.read(self.key)
         except TokenRefreshError as exc:
             raise self._named(exc) from None
         except Exception as exc:  # noqa: BLE001 - any backend failure becomes a StoreError
@@ -211,6 +269,32 @@ class TokenKeeper:
                     f"reading the {self.store.name} store failed: {type(exc).__name__}: {redact(str(exc))}"
                 )
             ) from None
+        if record is not None:
+            self._register(*record.secrets())
+        return record, version
+
+    def _view(
+        self,
+        record: TokenRecord | None,
+        *,
+        min_ttl: float,
+        force: bool = False,
+        satisfied_above: int | None = None,
+        retry_rejected: bool = False,
+    ) -> View:
+        return View(
+            record=record,
+            seed_fingerprint=self.seed.fingerprint,
+            now=self._clock(),
+            min_ttl=min_ttl,
+            refresh_margin=self.refresh_margin,
+            stale_after=self.stale_after,
+            force=force,
+            satisfied_above=satisfied_above,
+            retry_rejected=retry_rejected,
+            lock=self.lock_identity,
+            lock_explicit=self.lock_explicit,
+        )
 
     def _step(self, name: str) -> None:
         if self.checkpoint is not None:
@@ -219,6 +303,10 @@ class TokenKeeper:
     def _cache_put(self, record: TokenRecord) -> None:
         with self._guard:
             self._cache[self.key] = record
+
+    def _forget(self) -> None:
+        with self._guard:
+            self._cache.pop(self.key, None)
 
     @classmethod
     def clear_cache(cls) -> None:
@@ -229,9 +317,9 @@ class TokenKeeper:
     # -- public API -----------------------------------------------------------------------------------
 
     def current(self) -> TokenRecord:
-        """The record as stored (reconciled with the seed), without refreshing."""
+        """The record as stored (generation 0 from the connection's seed when none is), without refreshing."""
         record, _ = self._read()
-        return self._reconcile(record)
+        return record if record is not None else self._seed_record()
 
     def get_valid_token(self, min_ttl: float = DEFAULT_MIN_TTL) -> TokenRecord:
         """Return a record whose access token is valid for at least ``min_ttl`` seconds.
@@ -239,12 +327,15 @@ class TokenKeeper:
         :raises TokenRefreshError: a subclass naming the connection; never with a secret in it.
         """
         cached = self._cache.get(self.key)
-        now = self._clock()
         if (
             cached is not None
-            and cached.seed_fingerprint == self.seed.fingerprint
             and cached.state == "valid"
-            and not self._needs_refresh(cached, min_ttl, now)
+            and cached.refresh_started_at is None
+            and (
+                cached.seed_fingerprint == self.seed.fingerprint
+                or self.seed.fingerprint in cached.superseded_seeds
+            )
+            and not needs_refresh(cached, self._view(cached, min_ttl=min_ttl))
         ):
             return cached
         return self.refresh(min_ttl=min_ttl).record
@@ -260,135 +351,283 @@ class TokenKeeper:
         """Refresh if the token has less than ``min_ttl`` left (or always, with ``force``).
 
         :param force: refresh even if the token is still valid — unless someone else refreshed
-            while this call waited for the lock, which satisfies the request.
+            while this call waited, which satisfies the request.
         :param retry_rejected: call the vendor even though the record says re-authorization is
             needed (a person asked for it: ``refresh --force``).
         :param unless_newer_than: with ``force``, a stored generation above this one satisfies the
             request (a 401 on generation N is answered by anyone's generation N+1).
         """
+        deadline = time.monotonic() + self.lock_timeout
+        if self.key in self._unsaved:
+            self._flush_unsaved()  # our own answer first: compare-and-set on our own intent
         record, _ = self._read()
-        record = self._reconcile(record)
-        if (
-            unless_newer_than is not None
-            and record.generation > unless_newer_than
-            and record.state == "valid"
-        ):
-            force = False
-        now = self._clock()
-        if not force and record.state == "valid" and not self._needs_refresh(record, min_ttl, now):
-            self._cache_put(record)
-            return RefreshOutcome(record, refreshed=False)
-        start_generation = record.generation
-        with self.lock.hold(self.key, self.lock_timeout) as lease:
-            self._flush_unsaved()
-            stored, version = self._read()
-            record = self._reconcile(stored)
-            now = self._clock()
-            someone_else = record.generation > start_generation or (
-                unless_newer_than is not None and record.generation > unless_newer_than
+        if unless_newer_than is None and force:
+            # Someone else's refresh while this call waits satisfies a forced refresh too.
+            unless_newer_than = record.generation if record is not None else -1
+
+        def decision_for(current: TokenRecord | None) -> Decision:
+            view = self._view(
+                current,
+                min_ttl=min_ttl,
+                force=force,
+                satisfied_above=unless_newer_than,
+                retry_rejected=retry_rejected,
             )
-            if (
-                record.state == "valid"
-                and not self._needs_refresh(record, min_ttl, now)
-                and (not force or someone_else)
-            ):
-                self._cache_put(record)
-                return RefreshOutcome(record, refreshed=False)
-            if record.state == "reauth_required" and not retry_rejected:
+            return decide(view, self._seed_record())
+
+        pause = 0.05
+        decision = decision_for(record)
+        while True:
+            if decision.action in ("use", "refuse"):
+                return self._finish(decision)
+            if decision.action == "wait":
+                if time.monotonic() >= deadline:
+                    raise self._named(
+                        RefreshInFlight(
+                            f"{decision.reason}; waited {self.lock_timeout:.0f}s and sent nothing. If no "
+                            "process is refreshing any more, the intent counts as crashed once it is older "
+                            f"than {self.stale_after:.0f}s"
+                        )
+                    ) from None
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                record, _ = self._read()
+                decision = decision_for(record)
+                continue
+            with self.lock.hold(self.key, max(0.1, deadline - time.monotonic())) as lease:
+                self._flush_unsaved()
+                read_at = time.monotonic()
+                record, version = self._read()
+                decision = decision_for(record)
+                if decision.action in ("refresh", "replay"):
+                    result = self._refresh_locked(decision, version, lease, read_at=read_at)
+                    if isinstance(result, RefreshOutcome):
+                        return result
+                    record, _ = self._read()
+                    decision = decision_for(record)
+            if decision.action in ("refresh", "replay") and time.monotonic() >= deadline:
                 raise self._named(
-                    RefreshTokenRejected(
-                        f"re-authorization needed, vendor not called: {record.reason or 'refresh token rejected'}. "
-                        "Put a new refresh_token on the connection (or run "
-                        "'airflow-tokenrefresh refresh CONN_ID --force' to try the stored one again)."
+                    RefreshInFlight(
+                        f"another process claimed each refresh of {self.name} first for "
+                        f"{self.lock_timeout:.0f}s; sent nothing"
                     )
+                ) from None
+
+    def _finish(self, decision: Decision) -> RefreshOutcome:
+        """Carry out *use* or *refuse*."""
+        if decision.action == "use":
+            assert decision.base is not None
+            if decision.stale_seed:
+                log.warning(
+                    "Connection %s still carries a superseded refresh token (this process's view of the "
+                    "connection is stale); using the stored record",
+                    self.name,
                 )
-            return self._refresh_locked(record, version, fence=lease.fencing)
-
-    # -- the refresh itself, under the lock --------------------------------------------------------------
-
-    def _refresh_locked(
-        self, record: TokenRecord, version: Version, *, fence: int | None = None
-    ) -> RefreshOutcome:
-        assert record.refresh_token is not None
-        interrupted = record.refresh_started_at is not None
-        if interrupted:
-            log.warning(
-                "A refresh of %s started at %s by %s never finished (the process died or lost its answer); "
-                "trying the stored refresh token",
-                self.conn_id or self.key,
-                record.refresh_started_at,
-                record.refresh_started_by,
+            if decision.base.state == "valid":
+                self._cache_put(decision.base)
+            return RefreshOutcome(decision.base, refreshed=False)
+        if decision.refuse in ("reauth_required", "stale_seed"):
+            message = decision.reason + (
+                ". Put a new refresh_token on the connection (or run "
+                "'airflow-tokenrefresh refresh CONN_ID --force' to try the stored one again)."
             )
-        # INTENT: recorded before the vendor call, so a crash after it is explained afterwards.
-        intent = record.model_copy(
+            if decision.refuse == "stale_seed":
+                message += (
+                    " This process sees an older refresh token on the connection than the one the record "
+                    "was seeded from: its view of the connection is stale (environment variable, "
+                    "secrets-backend cache); it never starts over from it."
+                )
+            raise self._named(RefreshTokenRejected(message))
+        raise self._named(ConfigurationError(decision.reason))
+
+    # -- the refresh itself ---------------------------------------------------------------------------
+
+    def _claim(self, intent: TokenRecord, version: Version, *, read_at: float) -> Version | _Retry:
+        """Write the intent so that at most one process can go on to the vendor.
+
+        :returns: the version of the stored intent, or ``_RETRY`` when another claim won.
+        """
+        assert intent.intent_id is not None
+        for attempt in range(1, self.write_attempts + 1):
+            try:
+                written = self.store.write(self.key, intent, version)
+                break
+            except StoreConflict:
+                return _RETRY
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                if attempt == self.write_attempts:
+                    raise self._named(
+                        StoreError(
+                            f"could not write the refresh intent to the {self.store.name} store "
+                            f"({type(exc).__name__}: {redact(str(exc))}); the vendor was not called"
+                        )
+                    ) from None
+                time.sleep(random.uniform(0.5, 1.0) * self.write_backoff * 2 ** (attempt - 1))  # noqa: S311
+        if getattr(self.store, "atomic", False):
+            return written
+        # No compare-and-set: write, let every earlier write settle, read back. The window that
+        # matters runs from the read the write was compared against to the write's acknowledgement.
+        window = getattr(self.store, "last_write_window", None)
+        if window is None:
+            window = time.monotonic() - read_at
+        if window > self.settle / 2:
+            log.warning(
+                "Claiming the refresh of %s took longer than the store's stated bound (%.1fs); withdrawing",
+                self.name,
+                self.settle / 2,
+            )
+            self._withdraw(intent.intent_id)
+            return _RETRY
+        time.sleep(self.settle)
+        stored, settled = self._read()
+        if stored is None or stored.intent_id != intent.intent_id:
+            return _RETRY
+        return settled
+
+    def _withdraw(self, intent_id: str) -> None:
+        """Clear our own intent (nothing was sent); leave anyone else's alone."""
+        try:
+            stored, version = self._read()
+            if stored is not None and stored.intent_id == intent_id:
+                self.store.write(self.key, stored.without_intent(), version)
+        except Exception:  # noqa: BLE001 - the intent then ages out after stale_after
+            log.warning("Could not withdraw the refresh intent of %s; it ages out", self.name)
+
+    def _intent(self, base: TokenRecord, lease: Lease) -> TokenRecord:
+        hosts = base.file_lock_hosts
+        if self.lock.name == "file":
+            identity = str(getattr(self.lock, "identity", "file"))
+            hosts = tuple(dict.fromkeys((*hosts, identity)))[-8:]
+            if len(hosts) > 1 and identity not in base.file_lock_hosts:
+                log.warning(
+                    "Token record of %s is written under file locks of %d hosts or homes: a file lock "
+                    "does not coordinate them (the record itself still does). Set extra 'lock' to "
+                    "'redis' or 'postgres'",
+                    self.name,
+                    len(hosts),
+                )
+        return base.model_copy(
             update={
-                "refresh_started_at": record.refresh_started_at or self._clock(),
-                "refresh_started_by": record.refresh_started_by or f"{socket.gethostname()}:{os.getpid()}",
-                "fence": fence if fence is not None else record.fence,
+                "refresh_started_at": self._clock(),
+                "refresh_started_by": self.me,
+                "intent_id": secrets.token_hex(8),
+                "fence": lease.fencing if lease.fencing is not None else base.fence,
+                "lock_in_use": self.lock_identity,
+                "file_lock_hosts": hosts,
             }
         )
-        version = self._persist(intent, version, what="refresh intent")
-        record = intent
+
+    def _refresh_locked(
+        self, decision: Decision, version: Version, lease: Lease, *, read_at: float
+    ) -> RefreshOutcome | _Retry:
+        base = decision.base
+        assert base is not None and base.refresh_token is not None
+        replay = decision.action == "replay"
+        if replay or decision.reason.startswith("the connection carries"):
+            log.warning("%s: %s", self.name, decision.reason)
+        intent = self._intent(base, lease)
+        claimed = self._claim(intent, version, read_at=read_at)
+        if isinstance(claimed, _Retry):
+            return claimed
+        assert intent.intent_id is not None
         self._step("intent_written")
-        old_refresh = record.refresh_token.get_secret_value() if record.refresh_token else ""
-        access = record.access_token.get_secret_value() if record.access_token else None
+        if not lease.still_held():
+            self._withdraw(intent.intent_id)
+            raise self._named(
+                LockLost(
+                    f"the {self.lock.name} lock's lease was lost before the vendor call (expired or its "
+                    "session ended); no refresh was sent"
+                )
+            )
+        return self._present(intent, claimed, replay=replay, suspect=base.state == "suspect")
+
+    def _present(
+        self, intent: TokenRecord, version: Version, *, replay: bool, suspect: bool
+    ) -> RefreshOutcome | _Retry:
+        """Call the vendor with the intent's refresh token and store what it says."""
+        assert intent.refresh_token is not None and intent.intent_id is not None
+        old_refresh = intent.refresh_token.get_secret_value()
+        access = intent.access_token.get_secret_value() if intent.access_token else None
         try:
             self._step("before_request")
             answer = self.client.refresh(old_refresh, access)
         except RefreshTokenRejected as exc:
-            return self._on_rejected(record, version, self._named(exc), interrupted=interrupted)
+            return self._on_rejected(intent, self._named(exc), replay=replay, suspect=suspect)
         except TokenRefreshError as exc:
             named = self._named(exc)
             # Only an unknown outcome keeps the intent: the vendor may have rotated the token.
             self._note_error(
-                record, version, named, keep_intent=named.kind in ("outcome_unknown", "malformed_response")
+                intent, named, keep_intent=named.kind in ("outcome_unknown", "malformed_response")
             )
             raise named from None
         self._step("after_answer")
-        new = record.advanced(answer, refresh_token_ttl=self.refresh_token_ttl)
+        new = (
+            intent.without_intent()
+            .model_copy(update={"alternates": ()})
+            .advanced(answer, refresh_token_ttl=self.refresh_token_ttl)
+        )
         self._register(*new.secrets())
-        self._persist(new, version)
+        stored = self._persist_own(new, intent.intent_id, version)
         self._step("after_write")
-        self._cache_put(new)
-        rotated = new.refresh_token is not None and new.refresh_token.get_secret_value() != old_refresh
+        if stored.state != "valid":
+            raise self._named(
+                RecordTakenOver(
+                    f"the refresh succeeded, but another process presented a refresh token meanwhile "
+                    f"({stored.reason}); both answers are kept on the record, marked suspect: the next "
+                    "refresh decides which chain the vendor still honours"
+                )
+            )
+        self._cache_put(stored)
+        rotated = stored.refresh_token is not None and stored.refresh_token.get_secret_value() != old_refresh
         log.info(
             "Token refreshed for %s: generation %d, rotated=%s, expires_at=%s",
-            self.conn_id or self.key,
-            new.generation,
+            self.name,
+            stored.generation,
             rotated,
-            new.expires_at.isoformat(timespec="seconds") if new.expires_at else None,
+            stored.expires_at.isoformat(timespec="seconds") if stored.expires_at else None,
         )
-        return RefreshOutcome(new, refreshed=True, rotated=rotated)
+        return RefreshOutcome(stored, refreshed=True, rotated=rotated)
 
-    def _persist(self, new: TokenRecord, version: Version, *, what: str = "rotated record") -> Version:
-        """Write a record; a rotated one that cannot be written is kept in memory and fails loudly."""
+    def _persist_own(self, new: TokenRecord, intent_id: str | None, version: Version) -> TokenRecord:
+        """Write a rotated record, compare-and-set on our own intent; never drop the answer.
+
+        :returns: what was stored: ``new``, or — when another process took the record over while we
+            were at the vendor — the other record with ``new`` kept as an alternate, marked suspect.
+        """
         last: Exception | None = None
         for attempt in range(1, self.write_attempts + 1):
             try:
-                written = self.store.write(self.key, new, version)
-            except StoreConflict as exc:
-                last = exc
-                break  # someone else wrote: never overwrite; keep ours and fail loudly
+                self.store.write(self.key, new, version)
+            except StoreConflict:
+                try:
+                    stored, version = self._read()
+                except TokenRefreshError as exc:
+                    last = exc
+                    continue
+                if stored is not None and intent_id is not None and stored.intent_id == intent_id:
+                    if stored.state == "suspect":  # someone found our chain doubtful meanwhile
+                        new = new.model_copy(update={"state": "suspect", "reason": stored.reason})
+                    continue  # our intent still stands (an error note changed the version): again
+                if stored is not None and stored.intent_id is None and _same_tokens(stored, new):
+                    return stored  # our write did land
+                merged = self._taken_over(stored, new)
+                try:
+                    self.store.write(self.key, merged, version)
+                    return merged
+                except Exception as exc:  # noqa: BLE001 - keep trying; the answer stays in memory
+                    last = exc
+                    continue
             except Exception as exc:  # noqa: BLE001 - retried, then reported as a StoreError
                 last = exc
                 if attempt < self.write_attempts:
                     time.sleep(random.uniform(0.5, 1.0) * self.write_backoff * 2 ** (attempt - 1))  # noqa: S311
                 continue
-            if what == "rotated record":
-                with self._guard:
-                    self._unsaved.pop(self.key, None)
-            return written
+            with self._guard:
+                self._unsaved.pop(self.key, None)
+            return new
         detail = f"{type(last).__name__}: {redact(str(last))}" if last else "unknown"
-        if what != "rotated record":
-            # Nothing was sent to the vendor yet: the stored token is untouched.
-            raise self._named(
-                StoreError(
-                    f"could not write the {what} to the {self.store.name} store ({detail}); the vendor "
-                    "was not called"
-                )
-            ) from None
         with self._guard:
-            self._unsaved[self.key] = new
+            self._unsaved[self.key] = (new, intent_id)
         raise self._named(
             StoreError(
                 f"the vendor rotated the refresh token (generation {new.generation}) but writing it to the "
@@ -397,54 +636,115 @@ class TokenKeeper:
             )
         ) from None
 
+    def _taken_over(self, stored: TokenRecord | None, new: TokenRecord) -> TokenRecord:
+        """``stored`` (someone else's), keeping our answer as an alternate and marked suspect."""
+        assert new.refresh_token is not None
+        alternate = AlternateTokens(
+            access_token=new.access_token,
+            expires_at=new.expires_at,
+            refresh_token=new.refresh_token,
+            refresh_expires_at=new.refresh_expires_at,
+            obtained_at=new.obtained_at or self._clock(),
+            obtained_by=self.me,
+        )
+        reason = (
+            f"possible double send: a refresh by {self.me} answered after another process "
+            f"({stored.refresh_started_by if stored else 'unknown'}) had taken the record over (this one "
+            f"stalled past the {self.stale_after:.0f}s bound); the vendor may have revoked either chain"
+        )
+        log.warning("%s: %s", self.name, reason)
+        base = stored if stored is not None else new
+        return base.model_copy(
+            update={
+                "state": "suspect" if base.state != "reauth_required" else base.state,
+                "reason": reason,
+                "alternates": (*base.alternates, alternate)[-4:],
+                "updated_at": self._clock(),
+            }
+        )
+
     def _flush_unsaved(self) -> None:
         """Retry the write of a rotated record a previous call in this process could not store."""
         pending = self._unsaved.get(self.key)
         if pending is None:
             return
+        new, intent_id = pending
         stored, version = self._read()
-        if stored is not None and stored.generation >= pending.generation:
+        if stored is not None and stored.generation >= new.generation and _same_tokens(stored, new):
             with self._guard:
                 self._unsaved.pop(self.key, None)
             return
-        self._persist(pending, version)
-        self._cache_put(pending)
+        written = self._persist_own(new, intent_id, version)
+        if written.state == "valid":
+            self._cache_put(written)
 
     def _on_rejected(
-        self, record: TokenRecord, version: Version, exc: TokenRefreshError, *, interrupted: bool = False
-    ) -> RefreshOutcome:
-        """Re-read before declaring re-authorization: a lost race is not an outage."""
-        stored, new_version = self._read()
-        latest = self._reconcile(stored)
-        if latest.generation > record.generation and latest.state == "valid":
-            log.info(
-                "Refresh token of %s was rotated by another process; using generation %d",
-                self.conn_id or self.key,
-                latest.generation,
+        self, intent: TokenRecord, exc: TokenRefreshError, *, replay: bool, suspect: bool
+    ) -> RefreshOutcome | _Retry:
+        """The vendor rejected the refresh token: whose was it, and what is left?"""
+        assert intent.intent_id is not None
+        stored, version = self._read()
+        if stored is None or stored.intent_id != intent.intent_id:
+            # Another process wrote since we claimed (we stalled past the bound): a lost race. With
+            # reuse detection the vendor may have revoked the whole family, the other's new token too.
+            if stored is not None and stored.state == "valid":
+                reason = (
+                    f"the vendor rejected a refresh token presented by {self.me} after another process "
+                    f"({stored.refresh_started_by or 'generation ' + str(stored.generation)}) had used it: "
+                    "with reuse detection the vendor may have revoked that process's tokens too"
+                )
+                log.warning("%s: %s; marking the record suspect", self.name, reason)
+                try:
+                    self.store.write(
+                        self.key,
+                        stored.model_copy(
+                            update={"state": "suspect", "reason": reason, "updated_at": self._clock()}
+                        ),
+                        version,
+                    )
+                except Exception:  # noqa: BLE001 - the next reader decides again
+                    log.warning("Could not mark the record of %s suspect", self.name)
+            self._forget()
+            return _RETRY
+        if stored.alternates:
+            alternate, rest = stored.alternates[0], stored.alternates[1:]
+            log.warning(
+                "%s: the main refresh token was rejected; trying an alternate kept from %s",
+                self.name,
+                alternate.obtained_by,
             )
-            self._cache_put(latest)
-            return RefreshOutcome(latest, refreshed=False)
+            promoted = stored.model_copy(
+                update={
+                    "refresh_token": alternate.refresh_token,
+                    "access_token": alternate.access_token,
+                    "expires_at": alternate.expires_at,
+                    "refresh_expires_at": alternate.refresh_expires_at,
+                    "alternates": rest,
+                }
+            )
+            try:
+                version = self.store.write(self.key, promoted, version)
+            except StoreConflict:
+                return _RETRY
+            return self._present(promoted, version, replay=False, suspect=True)
         reason = f"{exc.message} (vendor answered at {self._clock().isoformat(timespec='seconds')})"
-        if interrupted:
+        if replay:
             reason += (
-                f". An earlier refresh started at {record.refresh_started_at} by {record.refresh_started_by} "
+                f". An earlier refresh started at {stored.refresh_started_at} by {stored.refresh_started_by} "
                 "never stored its answer (process killed or answer lost), so the vendor had most likely "
                 "rotated this refresh token already"
             )
-        marked = record.with_error(reason, reauth=True, now=self._clock()).model_copy(
-            update={"refresh_started_at": None, "refresh_started_by": None}
-        )
+        elif suspect and stored.reason:
+            reason += f". The record was suspect: {stored.reason}"
+        marked = stored.without_intent().with_error(reason, reauth=True, now=self._clock())
         try:
-            self.store.write(self.key, marked, new_version if stored is not None else version)
+            self.store.write(self.key, marked, version)
         except Exception as write_exc:  # noqa: BLE001 - the rejection is the error to report
             log.warning(
-                "Could not record re-authorization state for %s: %s",
-                self.conn_id or self.key,
-                type(write_exc).__name__,
+                "Could not record re-authorization state for %s: %s", self.name, type(write_exc).__name__
             )
-        with self._guard:
-            self._cache.pop(self.key, None)
-        if interrupted:
+        self._forget()
+        if replay or suspect:
             raise RefreshTokenRejected(
                 reason,
                 dialect=exc.dialect,
@@ -455,23 +755,22 @@ class TokenKeeper:
             )
         raise exc
 
-    def _note_error(
-        self, record: TokenRecord, version: Version, exc: TokenRefreshError, *, keep_intent: bool = False
-    ) -> None:
+    def _note_error(self, intent: TokenRecord, exc: TokenRefreshError, *, keep_intent: bool = False) -> None:
         """Best effort: remember the last error in the record for ``status`` (never loses tokens)."""
         try:
             stored, current = self._read()
-            if current != version:
-                return
-            base = (
-                stored if stored is not None and stored.seed_fingerprint == self.seed.fingerprint else record
-            )
-            noted = base.with_error(f"{exc.kind}: {exc.message}", now=self._clock())
+            if stored is None or stored.intent_id != intent.intent_id:
+                return  # not ours any more: leave it alone
+            noted = stored.with_error(f"{exc.kind}: {exc.message}", now=self._clock())
             if not keep_intent:
-                noted = noted.model_copy(update={"refresh_started_at": None, "refresh_started_by": None})
-            self.store.write(self.key, noted, version)
+                noted = noted.without_intent()
+            self.store.write(self.key, noted, current)
         except Exception:  # noqa: BLE001 - bookkeeping must not mask the real error
             log.debug("could not record last error", exc_info=False)
+
+
+def _same_tokens(a: TokenRecord, b: TokenRecord) -> bool:
+    return a.secrets()[:2] == b.secrets()[:2]
 
 
 def refresh_all(

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-RECORD_SCHEMA_VERSION = 1
+#: Version 2 (0.2.0) adds the intent id, superseded seeds, the lock in use, the file-lock writers,
+#: alternates and the ``suspect`` state. Version-1 records (0.1.0) read as version 2 with those empty.
+RECORD_SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -45,7 +47,21 @@ class TokenSet(BaseModel):
     obtained_at: datetime
 
 
-RecordState = Literal["valid", "reauth_required"]
+RecordState = Literal["valid", "suspect", "reauth_required"]
+
+
+class AlternateTokens(BaseModel):
+    """Tokens a refresh obtained after another process had taken the record over (its lease
+    lapsed, e.g. a frozen VM): kept, never dropped, since they may hold the only live chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    access_token: SecretStr | None = None
+    expires_at: datetime | None = None
+    refresh_token: SecretStr
+    refresh_expires_at: datetime | None = None
+    obtained_at: datetime
+    obtained_by: str | None = None
 
 
 class TokenRecord(BaseModel):
@@ -78,6 +94,17 @@ class TokenRecord(BaseModel):
     refresh_started_at: datetime | None = None
     refresh_started_by: str | None = None
     fence: int | None = None
+    #: Random id of the refresh intent in ``refresh_started_at``; writes after the vendor call are
+    #: compare-and-set on it ("is the intent still mine?").
+    intent_id: str | None = None
+    #: Fingerprints of the seeds this record superseded: a process that still sees one of them
+    #: uses the record and never starts over from it.
+    superseded_seeds: tuple[str, ...] = ()
+    #: The lock that coordinates this record (``file``, ``redis://host:port/db``, ``postgres://...``).
+    lock_in_use: str | None = None
+    #: Lock domains (host and directory) of file-lock writers; more than one is a misconfiguration.
+    file_lock_hosts: tuple[str, ...] = ()
+    alternates: tuple[AlternateTokens, ...] = ()
     updated_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -126,6 +153,9 @@ class TokenRecord(BaseModel):
             seed_fingerprint=self.seed_fingerprint,
             state="valid",
             fence=self.fence,
+            superseded_seeds=self.superseded_seeds,
+            lock_in_use=self.lock_in_use,
+            file_lock_hosts=self.file_lock_hosts,
             updated_at=answer.obtained_at,
         )
 
@@ -157,14 +187,33 @@ class TokenRecord(BaseModel):
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values this record holds, for registering with a log masker."""
-        return tuple(s.get_secret_value() for s in (self.access_token, self.refresh_token) if s is not None)
+        values = [self.access_token, self.refresh_token]
+        for alt in self.alternates:
+            values += [alt.access_token, alt.refresh_token]
+        return tuple(s.get_secret_value() for s in values if s is not None)
+
+    def without_intent(self) -> TokenRecord:
+        """This record with no refresh in flight."""
+        return self.model_copy(
+            update={"refresh_started_at": None, "refresh_started_by": None, "intent_id": None}
+        )
 
     def to_storage_json(self) -> str:
         """Serialize with secrets in clear, for a store to persist. Never log the result."""
+        if self.schema_version > RECORD_SCHEMA_VERSION:
+            # Written by a newer release: its fields may mean more than this one knows.
+            raise ValueError(
+                f"refusing to write a token record of schema {self.schema_version} (this release knows "
+                f"{RECORD_SCHEMA_VERSION})"
+            )
         data = self.model_dump(mode="json")
+        data["schema_version"] = RECORD_SCHEMA_VERSION  # an older record is upgraded when rewritten
         for name in ("access_token", "refresh_token"):
             secret = getattr(self, name)
             data[name] = secret.get_secret_value() if secret is not None else None
+        for alt, dumped in zip(self.alternates, data["alternates"], strict=True):
+            dumped["refresh_token"] = alt.refresh_token.get_secret_value()
+            dumped["access_token"] = alt.access_token.get_secret_value() if alt.access_token else None
         import json
 
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
@@ -197,4 +246,25 @@ class TokenRecord(BaseModel):
             "refresh_in_flight_since": _iso(self.refresh_started_at),
             "refresh_in_flight_by": self.refresh_started_by,
             "seed_fingerprint": self.seed_fingerprint,
+            "superseded_seeds": list(self.superseded_seeds),
+            "lock_in_use": self.lock_in_use,
+            "alternates": len(self.alternates),
+            "schema_version": self.schema_version,
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """Misconfigurations the record shows (no secrets): for status, logs and the Test button."""
+        found = []
+        if len(self.file_lock_hosts) > 1:
+            found.append(
+                f"written under file locks of {len(self.file_lock_hosts)} hosts or homes "
+                f"({', '.join(self.file_lock_hosts)}): a file lock does not coordinate them. Set extra "
+                "'lock' to 'redis' or 'postgres' (or run CeleryExecutor with a Redis broker for lock: auto)"
+            )
+        if self.alternates:
+            found.append(
+                f"{len(self.alternates)} alternate refresh token(s) kept from a refresh whose lease had "
+                "lapsed; the next refresh tries them if the main one is rejected"
+            )
+        return found

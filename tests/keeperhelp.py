@@ -39,6 +39,7 @@ def make_keeper(
     *,
     store: FileTokenStore | None = None,
     key: str = "conn",
+    lock_dir: str = "locks",
     **kwargs: Any,
 ) -> TokenKeeper:
     """A keeper for ``emu`` with a file store and file lock under ``tmp``."""
@@ -48,7 +49,7 @@ def make_keeper(
         key,
         client_for(emu),
         store or FileTokenStore(str(tmp / "store")),
-        FileRefreshLock(str(tmp / "locks")),
+        FileRefreshLock(str(tmp / lock_dir)),
         Seed(seed_refresh, seed_access),
         conn_id=f"test_{emu.name}",
         **kwargs,

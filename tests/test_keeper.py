@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_tokenrefresh.errors import RefreshTokenRejected, StoreError
+from airflow_provider_tokenrefresh.errors import RefreshInFlight, RefreshTokenRejected, StoreError
 from airflow_provider_tokenrefresh.keeper import TokenKeeper
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 
@@ -88,34 +88,69 @@ def test_a_stale_view_is_caught_by_the_intent_write_before_the_vendor_is_called(
     seed = emu.issue_tokens()
     winner = make_keeper(emu, tmp_path, seed.refresh_token)
     loser = make_keeper(emu, tmp_path, seed.refresh_token)
-    loser_view = loser.current()  # the loser read "nothing stored yet" ...
-    winner.refresh(force=True)  # ... then the winner refreshed and stored generation 1
-    with pytest.raises(StoreError, match="vendor was not called"):
-        loser._refresh_locked(loser_view, None)  # compare-and-set on the intent fails
-    assert emu.refresh_requests == 1
+
+    class StaleOnce(FileTokenStore):
+        """Serves the loser one stale read ("nothing stored yet"), as a lagging replica would."""
+
+        stale = 1
+
+        def read(self, key: str):  # type: ignore[no-untyped-def]
+            if self.stale:
+                self.stale -= 1
+                return None, None
+            return super().read(key)
+
+    winner.refresh(force=True)  # the winner stored generation 1 ...
+    loser.store = StaleOnce(str(tmp_path / "store"))  # ... the loser still reads "nothing stored"
+    record = loser.get_valid_token(min_ttl=60)
+    assert emu.refresh_requests == 1  # the compare-and-set on the intent failed: no second send
     assert emu.counters.get("invalid_grant", 0) == 0
+    assert record.generation == 1
 
 
-def test_invalid_grant_after_a_lost_race_uses_the_winners_token(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+def _later(seconds: float):  # type: ignore[no-untyped-def]
+    """A clock ``seconds`` ahead of the real one (another host, or a later run)."""
+    from datetime import timedelta
+
+    from airflow_provider_tokenrefresh.tokens import utcnow
+
+    return lambda: utcnow() + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("reuse_detection", [False, True])
+def test_a_lost_race_never_hands_out_the_winners_token_unverified(
+    emulator_factory: EmulatorFactory, tmp_path: Path, reuse_detection: bool
 ) -> None:
-    emu = emulator_factory("oauth2_post", reuse_detection=False)
+    emu = emulator_factory("oauth2_post", reuse_detection=reuse_detection)
     seed = emu.issue_tokens()
-    winner = make_keeper(emu, tmp_path, seed.refresh_token)
-    loser = make_keeper(emu, tmp_path, seed.refresh_token)
+    loser = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60)
+    # The winner runs "later": the loser's intent looks older than the bound (the loser stalled),
+    # on another host: its own file lock.
+    winner = make_keeper(
+        emu, tmp_path, seed.refresh_token, stale_after=60, clock=_later(120), lock_dir="other-host-locks"
+    )
 
     def winner_refreshes_first(step: str) -> None:
-        if step == "before_request":  # between the loser's intent and its vendor call
-            stored, version = winner.store.read("conn")
-            assert stored is not None
-            winner._refresh_locked(stored, version)
+        if step == "before_request":  # the loser stalls between its intent and its vendor call
+            loser.checkpoint = None
+            winner.get_valid_token(min_ttl=60)
 
     loser.checkpoint = winner_refreshes_first
-    outcome = loser._refresh_locked(loser.current(), None)  # then sends the now-dead seed
-    assert emu.counters.get("invalid_grant") == 1
-    assert outcome.record.generation == 1
-    assert outcome.refreshed is False
-    assert outcome.record.state == "valid"
+    if reuse_detection:
+        # The loser's send revoked the family, the winner's new token too: nothing is called valid.
+        with pytest.raises(RefreshTokenRejected):
+            loser.get_valid_token(min_ttl=60)
+        stored, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
+        assert stored is not None and stored.state == "reauth_required"
+        assert "may have revoked" in (stored.reason or "")
+        assert emu.families_revoked == 1
+    else:
+        record = loser.get_valid_token(min_ttl=60)  # suspect, then one deciding refresh
+        assert record.state == "valid"
+        assert record.access_token is not None
+        assert emu.is_access_token_valid(record.access_token.get_secret_value())
+        assert record.generation == 2
+    assert emu.counters.get("invalid_grant") >= 1
 
 
 def test_rejected_refresh_token_marks_reauth_and_stops_calling_the_vendor(
@@ -171,7 +206,7 @@ def test_a_refresh_interrupted_after_the_vendor_answered_is_explained_next_time(
 ) -> None:
     emu = emulator_factory("oauth2_basic")
     seed = emu.issue_tokens()
-    keeper = make_keeper(emu, tmp_path, seed.refresh_token)
+    keeper = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60)
 
     def die_after_answer(step: str) -> None:
         if step == "after_answer":
@@ -182,20 +217,30 @@ def test_a_refresh_interrupted_after_the_vendor_answered_is_explained_next_time(
         keeper.get_valid_token(min_ttl=60)
     intent, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
     assert intent is not None and intent.refresh_started_at is not None and intent.generation == 0
+    requests = emu.refresh_requests
+    # Within the bound the intent may still have a request at the vendor: wait, send nothing.
+    with pytest.raises(RefreshInFlight, match="in flight"):
+        make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60, lock_timeout=0.3).get_valid_token(
+            min_ttl=60
+        )
+    assert emu.refresh_requests == requests
+    # Past the bound it counts as crashed: the replay is rejected and explained.
     with pytest.raises(RefreshTokenRejected, match="never stored its answer"):
-        make_keeper(emu, tmp_path, seed.refresh_token).get_valid_token(min_ttl=60)
+        make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60, clock=_later(61)).get_valid_token(
+            min_ttl=60
+        )
     stored, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
     assert stored is not None and stored.state == "reauth_required"
     assert "never stored its answer" in (stored.reason or "")
     assert stored.refresh_started_at is None
 
 
-def test_a_refresh_interrupted_before_the_request_recovers_silently(
+def test_a_refresh_interrupted_before_the_request_recovers_once_the_intent_is_stale(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     emu = emulator_factory("appid_json")
     seed = emu.issue_tokens()
-    keeper = make_keeper(emu, tmp_path, seed.refresh_token)
+    keeper = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60)
 
     def die_before_request(step: str) -> None:
         if step == "before_request":
@@ -204,7 +249,9 @@ def test_a_refresh_interrupted_before_the_request_recovers_silently(
     keeper.checkpoint = die_before_request
     with pytest.raises(_ProcessDied):
         keeper.get_valid_token(min_ttl=60)
-    record = make_keeper(emu, tmp_path, seed.refresh_token).get_valid_token(min_ttl=60)
+    record = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60, clock=_later(61)).get_valid_token(
+        min_ttl=60
+    )
     assert record.state == "valid" and record.generation == 1
     assert record.refresh_started_at is None
     assert emu.refresh_requests == 1

@@ -38,11 +38,16 @@ class FileRefreshLock:
     """
 
     name = "file"
+    lease_ttl = 0.0
 
     def __init__(self, directory: str | None = None, *, poll_interval: float = 0.01) -> None:
+        import socket
+
         self.directory = directory or default_lock_dir()
         self.poll_interval = poll_interval
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        # Two containers have two disks: the host name and the directory tell their locks apart.
+        self.identity = f"file:{socket.gethostname()}:{os.path.realpath(self.directory)}"
 
     def path_for(self, key: str) -> str:
         """The lock file of ``key``."""

@@ -62,6 +62,7 @@ class PostgresRefreshLock:
     """
 
     name = "postgres"
+    lease_ttl = 0.0
 
     def __init__(
         self,
@@ -79,6 +80,15 @@ class PostgresRefreshLock:
         # Shown in pg_stat_activity, so an operator can tell which sessions hold refresh locks.
         connect_kwargs.setdefault("application_name", "airflow-tokenrefresh-lock")
         self.connect_kwargs = connect_kwargs
+        where = {"host": "", "port": "5432", "dbname": ""}
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            where.update({k: str(v) for k, v in conninfo_to_dict(conninfo).items() if k in where})
+        except (ImportError, ValueError):
+            pass
+        where.update({k: str(v) for k, v in connect_kwargs.items() if k in where})
+        self.identity = f"postgres://{where['host']}:{where['port']}/{where['dbname']}"
 
     @classmethod
     def from_connection(cls, conn: Any, *, namespace: str = "tokenrefresh") -> PostgresRefreshLock:
@@ -121,8 +131,21 @@ class PostgresRefreshLock:
         conn = self._connect(key, timeout, deadline)
         try:
             self._take(conn, key, lock_id, timeout, deadline)
+
+            def check() -> bool:
+                # Asked on the holding session itself: a terminated or dropped session fails here.
+                try:
+                    row = conn.execute(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 1)",
+                        ((lock_id >> 32) & 0xFFFFFFFF, lock_id & 0xFFFFFFFF),
+                    ).fetchone()
+                except psycopg.Error:
+                    return False
+                return bool(row and row[0])
+
             try:
-                yield Lease(key, None)
+                yield Lease(key, None, check)
             finally:
                 try:
                     cur = conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))

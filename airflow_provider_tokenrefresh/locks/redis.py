@@ -114,6 +114,13 @@ class RedisRefreshLock:
             client = redis.Redis.from_url(client, socket_timeout=10, socket_connect_timeout=10)
         self.client: Redis = client
         self.ttl = ttl
+        self.lease_ttl = ttl
+        kwargs = client.connection_pool.connection_kwargs
+        ssl = "SSL" in getattr(client.connection_pool, "connection_class", object).__name__
+        scheme = "rediss" if ssl else "redis"
+        self.identity = (
+            f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+        )
         self.prefix = prefix
         self.poll_interval = poll_interval
         # register_script makes no call to the server; the scripts load on first use (EVALSHA,
@@ -205,7 +212,18 @@ class RedisRefreshLock:
                 )
             time.sleep(min(self.poll_interval, remaining))
 
-        lease = RedisLease(key, int(fencing))
+        def check() -> bool:
+            if lease.lost.is_set():
+                return False
+            try:
+                held = self.client.get(lock_key) == owner.encode()
+            except redis.RedisError:
+                return False
+            if not held:
+                lease.lost.set()
+            return held
+
+        lease = RedisLease(key, int(fencing), check)
         stop = threading.Event()
         renewer = threading.Thread(
             target=self._keep_renewed,

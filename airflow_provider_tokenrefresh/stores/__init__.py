@@ -23,6 +23,9 @@ class TokenStore(Protocol):
 
     #: Short name used in messages and the ``store`` extra (``variable``, ``vault``, ``aws``).
     name: str
+    #: Whether ``write`` is a real compare-and-set on the server (then the intent write itself is
+    #: the mutual exclusion); ``False`` makes the keeper claim by write, settle, read back.
+    atomic: bool
 
     def read(self, key: str) -> tuple[TokenRecord | None, Version]:
         """Return the record under ``key`` and its version, or ``(None, None)``."""
@@ -41,6 +44,7 @@ class FileTokenStore:
     """
 
     name = "file"
+    atomic = True
 
     def __init__(self, directory: str) -> None:
         import os

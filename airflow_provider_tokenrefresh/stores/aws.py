@@ -83,6 +83,7 @@ class AwsSecretsManagerTokenStore:
     """
 
     name = "aws"
+    atomic = True
 
     def __init__(
         self,

@@ -47,6 +47,9 @@ class VariableTokenStore:
     """Airflow Variables as a token store; the version is the SHA-256 of the stored JSON."""
 
     name = "variable"
+    #: Variables have no compare-and-set: the keeper claims by write, settle, read back.
+    atomic = False
+    last_write_window: float | None = None
 
     def _env_shadow(self, key: str) -> None:
         env = f"AIRFLOW_VAR_{key.upper()}"
@@ -97,24 +100,27 @@ class VariableTokenStore:
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         """Write if the stored JSON is unchanged since it was read, then verify the read-back."""
+        import time
+
+        started = time.monotonic()
         current = self._get_raw(key)
         if (None if current is None else _digest(current)) != expected_version:
             raise StoreConflict(f"Variable {key!r} changed since it was read; not overwriting it")
-        if current is not None and record.fence is not None:
-            # Variables have no compare-and-set: the lock's fencing number guards against a holder
-            # whose lease expired writing over a newer holder's record.
-            stored_fence = TokenRecord.from_storage_json(current).fence
-            if stored_fence is not None and stored_fence > record.fence:
-                raise StoreConflict(
-                    f"Variable {key!r} was written under a newer lock (fence {stored_fence} > {record.fence})"
-                )
+        # No fencing check here: a lock's counter restarts with its server (Redis without
+        # persistence), and the keeper's claim on its own intent id is what excludes a stale holder.
         raw = record.to_storage_json()
         self._set_raw(key, raw)
+        #: Seconds from the compare's read to the acknowledged write: the window in which another
+        #: writer's value could have landed unseen (the keeper's claim protocol bounds it).
+        self.last_write_window = time.monotonic() - started
         echoed = self._get_raw(key)
         if echoed != raw:
+            if echoed is not None and echoed != current:
+                raise StoreConflict(f"Variable {key!r} was written by another process meanwhile")
             raise ConfigurationError(
-                f"Variable {key!r} reads back a different value than was written: a secrets backend shadows "
-                "it, so the rotated token could never be read. Remove the key from the secrets backend, or "
-                "set extra 'store' to 'vault'/'aws' to keep records there."
+                f"Variable {key!r} reads back a different value than was written: either Variable.set did not "
+                "take effect (apache/airflow#68537; the write is retried) or a secrets backend shadows it, so "
+                "the rotated token could never be read. Remove the key from the secrets backend, or set extra "
+                "'store' to 'vault'/'aws' to keep records there."
             )
         return _digest(raw)

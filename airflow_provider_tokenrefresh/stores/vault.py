@@ -112,6 +112,7 @@ class VaultTokenStore:
     """
 
     name = "vault"
+    atomic = True
 
     def __init__(
         self,

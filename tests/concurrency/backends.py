@@ -76,6 +76,16 @@ def build_store(spec: dict[str, Any]) -> TokenStore:
         from airflow_provider_tokenrefresh.stores import FileTokenStore
 
         return FileTokenStore(spec["store_dir"])
+    if kind == "blind_file":
+        # The naive deployment's store: last writer wins, no compare-and-set (negative control).
+        from airflow_provider_tokenrefresh.stores import FileTokenStore
+
+        class BlindFileStore(FileTokenStore):
+            def write(self, key: str, record: Any, expected_version: Any) -> Any:
+                _, current = self.read(key)
+                return super().write(key, record, current)
+
+        return BlindFileStore(spec["store_dir"])
     if kind == "vault":
         import hvac
 

@@ -64,6 +64,10 @@ class ChaosReport:
         }
 
 
+#: The chaos keepers' bound on a refresh in flight (the vendor's slowest fault answers in 3 s).
+STALE_AFTER = 5.0
+
+
 def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
     """One refresh attempt in its own process, with ``fault`` injected."""
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
@@ -88,7 +92,14 @@ def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
                 raise OSError("injected: store hiccup")
             return super().write(key, record, expected_version)
 
+    from datetime import timedelta
+
+    from airflow_provider_tokenrefresh.tokens import utcnow
+
     TokenKeeper.clear_cache()
+    # Each run is "later" than the one before by more than the stale bound: an intent a killed run
+    # left is a crashed refresh to the next one (a young intent would be waited on, not replayed).
+    offset = timedelta(seconds=spec["clock_offset"])
     client = build_client(spec, timeout=1.0 if fault == "vendor_timeout" else 10.0, backoff_base=0.01)
     keeper = TokenKeeper(
         "chaos_conn",
@@ -99,6 +110,8 @@ def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
         conn_id="chaos",
         write_backoff=0.001,
         lock_timeout=30,
+        stale_after=STALE_AFTER,
+        clock=lambda: utcnow() + offset,
     )
 
     def checkpoint(step: str) -> None:
@@ -201,11 +214,13 @@ def run_chaos(
             report.by_fault[fault] += 1
             emulator.clear_faults()
             _inject(emulator, fault)
+            spec["clock_offset"] = (2 * r) * (STALE_AFTER + 1)
             result = _run_child(ctx, spec, fault)
             emulator.clear_faults()
             after, _record = _state(spec, emulator)
             report.after_fault[after] += 1
             _check_handed_out(result, spec, report, r, fault)
+            spec["clock_offset"] = (2 * r + 1) * (STALE_AFTER + 1)
             recovery = _run_child(ctx, spec, "none")
             end, _record = _state(spec, emulator)
             report.after_recovery[end] += 1

@@ -63,6 +63,7 @@ def _worker(
         conn_id="herd",
         lock_timeout=120,
         clock=clock,
+        **({"stale_after": spec["stale_after"]} if "stale_after" in spec else {}),
     )
     for r in range(rounds):
         current_round[0] = r + 1

@@ -56,11 +56,22 @@ def test_herd_file_lock_with_file_store(vendor: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_negative_control_without_a_lock_the_herd_burns_the_token(vendor: Any, tmp_path: Path) -> None:
-    """Proves the herd test can fail: the same herd with no lock refreshes many times and trips reuse detection."""
-    spec = _spec(vendor, lock="none", store="file", store_dir=str(tmp_path / "s"))
+def test_negative_control_without_a_lock_or_lease_the_herd_burns_the_token(
+    vendor: Any, tmp_path: Path
+) -> None:
+    """Proves the herd test can fail: no lock, a last-writer-wins store and every intent treated as
+    crashed (the naive deployment) refresh many times and trip reuse detection."""
+    spec = _spec(vendor, lock="none", store="blind_file", store_dir=str(tmp_path / "s"), stale_after=0.0)
     result = run_herd(spec, vendor, processes=8, rounds=2)
     assert sum(result.refreshes_per_round) > 2 or result.invalid_grant > 0 or result.errors
+
+
+@pytest.mark.slow
+def test_without_any_lock_the_record_alone_keeps_one_refresh_per_round(vendor: Any, tmp_path: Path) -> None:
+    """The record is the lease: with no lock at all (processes that share no lock domain, like
+    containers with file locks), the intent's compare-and-set still lets exactly one through."""
+    spec = _spec(vendor, lock="none", store="file", store_dir=str(tmp_path / "s"))
+    _check(run_herd(spec, vendor, processes=PROCESSES, rounds=ROUNDS))
 
 
 @pytest.mark.slow

@@ -1,0 +1,243 @@
+"""Bugs of a multi-container deployment, judged at the vendor.
+
+Two hosts (two AIRFLOW_HOMEs, like two containers) share one metadata database and one Fernet key
+but not the default file lock. A refresh token must still be presented once per rotation, and a
+host with an outdated view of the connection must never undo what the other host stored.
+
+No token ever appears in an assertion: every check on a token is computed first, and only counts,
+booleans and family labels reach the assert (pytest prints the operands of a failing assert).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.cluster.conftest import (
+    emulator_secrets,
+    leaks,
+    presented,
+    scrubber,
+    vendor_connection,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.cluster.conftest import CliRun, Cluster, StoredRecord
+    from tests.conftest import EmulatorFactory
+
+
+@pytest.fixture(autouse=True)
+def _no_records(cluster: Cluster) -> Iterator[None]:
+    cluster.forget_records()
+    for host in cluster.hosts.values():
+        host.connections.clear()
+    first = len(cluster.runs)
+    yield
+    for run in cluster.runs[first:]:  # visible with -s: where the time went, no output text
+        print(
+            f"[cluster] host {run.host} `{' '.join(run.args)}` exit {run.returncode} in {run.ended - run.started:.1f}s"
+        )
+
+
+def _canary_secret() -> str:
+    return "CANARY-client-secret-" + secrets.token_hex(6)
+
+
+def _vendor_facts(emu: Any, seed_rt: str) -> str:
+    counters = emu.counters
+    return (
+        f"vendor saw the seed refresh token {presented(emu, seed_rt)}x; "
+        f"{emu.refresh_requests} token request(s); ok={counters.get('ok', 0)}, "
+        f"invalid_grant={counters.get('invalid_grant', 0)}, reuse_detected={counters.get('reuse_detected', 0)}; "
+        f"{emu.families_revoked} family(ies) revoked"
+    )
+
+
+def _family_label(emu: Any, token: str, families: dict[str, str]) -> str:
+    """Which seed's family a token belongs to ("S1", "S2"...), "none" if unknown to the vendor."""
+    family = emu.family_of(token) if token else None
+    return next((label for label, fid in families.items() if fid == family), "none")
+
+
+def _check_report(run: CliRun, stored: StoredRecord, what: str) -> None:
+    """A host that exits 0 must tell the truth: its generation is the stored one."""
+    reported = (run.report or {}).get("generation")
+    stored_generation = stored.generation
+    assert reported == stored_generation, (
+        f"host {run.host} exited 0 after {what} and reported generation {reported}, "
+        f"but the stored record is generation {stored_generation}"
+    )
+
+
+def _no_leaks(runs: list[CliRun], secret_values: set[str]) -> None:
+    found = leaks(runs, secret_values)
+    assert not found, f"secrets in CLI output: {found}"
+
+
+CONN_X = "vendor_x"
+
+
+@pytest.mark.parametrize("b_starts", ["right_after_a_starts", "while_a_is_in_flight"])
+def test_refresh_started_on_b_while_a_is_in_flight_sends_the_token_once(
+    cluster: Cluster, emulator_factory: EmulatorFactory, b_starts: str
+) -> None:
+    emu = emulator_factory("oauth2_basic", client_secret=_canary_secret())
+    seed = emu.issue_tokens()
+    families = {"seed": seed.family_id}
+    cluster.a.connections[CONN_X] = vendor_connection(emu, seed.refresh_token, seed.access_token)
+    cluster.b.connections[CONN_X] = vendor_connection(emu, seed.refresh_token, seed.access_token)
+    first_run = len(cluster.runs)
+    # The vendor processes the first refresh at once (the token rotates) and holds its answer back:
+    # ~3 s when both CLIs start together, else long enough for B's CLI to start up meanwhile.
+    hold = 3.0 if b_starts == "right_after_a_starts" else cluster.in_flight_seconds
+    emu.inject("slow", delay=hold)
+
+    a = cluster.a.start("refresh", CONN_X)
+    if b_starts == "while_a_is_in_flight":
+        arrived = wait_until(lambda: emu.refresh_requests >= 1 or a.poll() is not None, timeout=60)
+        reached = arrived and emu.refresh_requests >= 1
+        assert reached, (
+            f"harness: host A's request never reached the vendor: {a.finish().describe(scrubber(emulator_secrets(emu)))}"
+        )
+    b = cluster.b.start("refresh", CONN_X)
+    b_offset = b.started - a.started
+    run_a, run_b = a.finish(), b.finish()
+    emu.clear_faults()
+
+    scrub = scrubber(emulator_secrets(emu, seed.refresh_token, seed.access_token))
+    seed_seen = presented(emu, seed.refresh_token)
+    revoked = emu.families_revoked
+    invalid_grant = emu.counters.get("invalid_grant", 0)
+    reuse = emu.counters.get("reuse_detected", 0)
+    facts = (
+        f"[{b_starts}: B started {b_offset:.1f}s after A; vendor held answers {hold:.1f}s] "
+        f"{_vendor_facts(emu, seed.refresh_token)}\n  {run_a.describe(scrub)}\n  {run_b.describe(scrub)}"
+    )
+    assert seed_seen == 1, facts
+    assert revoked == 0, facts
+    assert invalid_grant == 0, facts
+    assert reuse == 0, facts
+
+    stored = cluster.stored(CONN_X)
+    stored_valid = emu.is_refresh_token_valid(stored.rt)
+    stored_family = _family_label(emu, stored.rt, families)
+    record = f"stored {stored}, family {stored_family}, valid at vendor={stored_valid}; {facts}"
+    assert stored.found, record
+    assert stored_valid, record
+    assert stored_family == "seed", record
+
+    # Who may fail: only a host that did not reach the vendor, saying a refresh of the connection
+    # is in flight. A host that exits 0 reports what is stored.
+    senders = [run_a] if b_starts == "while_a_is_in_flight" else []
+    succeeded = [run.host for run in (run_a, run_b) if run.returncode == 0]
+    assert succeeded, f"neither host succeeded; {facts}"
+    for run in (run_a, run_b):
+        if run.returncode == 0:
+            _check_report(run, stored, "the concurrent refresh")
+            continue
+        assert run not in senders, f"host {run.host}'s refresh reached the vendor but failed; {facts}"
+        message = run.error
+        says_in_flight = "in flight" in message.lower() and CONN_X in message
+        assert says_in_flight, (
+            f"host {run.host} failed without saying a refresh of {CONN_X} is in flight; {facts}"
+        )
+
+    # Both hosts can go on refreshing.
+    for host in (cluster.a, cluster.b):
+        run = host.run("refresh", "--force", CONN_X)
+        after = cluster.stored(CONN_X)
+        after_valid = emu.is_refresh_token_valid(after.rt)
+        revoked = emu.families_revoked
+        invalid_grant = emu.counters.get("invalid_grant", 0)
+        later = f"{_vendor_facts(emu, seed.refresh_token)}; stored {after}\n  {run.describe(scrub)}"
+        assert run.returncode == 0, f"`refresh --force` on host {host.name} failed; {later}"
+        _check_report(run, after, "refresh --force")
+        assert after_valid, later
+        assert revoked == 0, later
+        assert invalid_grant == 0, later
+
+    _no_leaks(cluster.runs[first_run:], emulator_secrets(emu, seed.refresh_token, seed.access_token))
+
+
+CONN_Y = "vendor_y"
+_STALE = re.compile(r"stale|older|outdated|superseded", re.IGNORECASE)
+
+
+def test_stale_seed_on_one_host_never_undoes_a_reseed(
+    cluster: Cluster, emulator_factory: EmulatorFactory
+) -> None:
+    emu = emulator_factory("oauth2_basic", client_secret=_canary_secret())
+    s1 = emu.issue_tokens()
+    families = {"S1": s1.family_id}
+    cluster.a.connections[CONN_Y] = vendor_connection(emu, s1.refresh_token, s1.access_token)
+    cluster.b.connections[CONN_Y] = vendor_connection(emu, s1.refresh_token, s1.access_token)
+    first_run = len(cluster.runs)
+
+    def scrub(text: str) -> str:
+        return scrubber(emulator_secrets(emu, s1.refresh_token, s1.access_token))(text)
+
+    first = cluster.a.run("refresh", CONN_Y)
+    s1_seen = presented(emu, s1.refresh_token)
+    assert first.returncode == 0, first.describe(scrub)
+    assert s1_seen == 1, _vendor_facts(emu, s1.refresh_token)
+
+    # A person re-seeds the connection; only host A's environment carries the new seed.
+    s2 = emu.issue_tokens()
+    families["S2"] = s2.family_id
+    cluster.a.connections[CONN_Y] = vendor_connection(emu, s2.refresh_token, s2.access_token)
+    reseeded = cluster.a.run("refresh", CONN_Y)
+    assert reseeded.returncode == 0, reseeded.describe(scrub)
+    record = cluster.stored(CONN_Y)
+    adopted = _family_label(emu, record.rt, families)
+    rotated = record.rt != s2.refresh_token
+    assert adopted == "S2", f"harness: host A did not adopt the new seed (stored {record}, family {adopted})"
+    assert rotated, "harness: host A did not refresh from the new seed"
+    mark = len(emu.requests)
+
+    # Host B still has S1 in its environment.
+    results: list[tuple[CliRun, StoredRecord]] = []
+    for args in (("refresh", CONN_Y), ("refresh", "--force", CONN_Y)):
+        run = cluster.b.run(*args)
+        results.append((run, cluster.stored(CONN_Y)))
+
+    stored = results[-1][1]
+    s1_again = presented(emu, s1.refresh_token, since=mark)
+    s1_family_again = sum(
+        1
+        for request in emu.requests[mark:]
+        for token in request.form().get("refresh_token", [])
+        if emu.family_of(token) == s1.family_id
+    )
+    s2_revoked = emu.current_tokens(s2.family_id).revoked
+    stored_valid = emu.is_refresh_token_valid(stored.rt)
+    stored_family = _family_label(emu, stored.rt, families)
+    facts = (
+        f"after the re-seed: vendor saw S1 {s1_again}x (tokens of S1's family {s1_family_again}x), "
+        f"S2 family revoked={s2_revoked}; overall {_vendor_facts(emu, s1.refresh_token)}; "
+        f"stored {stored}, family {stored_family}, valid at vendor={stored_valid}\n  "
+        + "\n  ".join(run.describe(scrub) for run, _ in results)
+    )
+    assert s1_again == 0, facts
+    assert s1_family_again == 0, facts
+    assert not s2_revoked, facts
+    assert stored_valid, facts
+    assert stored_family == "S2", facts
+
+    for run, after in results:
+        if run.returncode == 0:
+            _check_report(run, after, " ".join(run.args))
+        else:
+            message = run.error
+            says_stale = CONN_Y in message and _STALE.search(message) is not None
+            assert says_stale, f"host B failed without saying its seed for {CONN_Y} is stale; {facts}"
+
+    _no_leaks(
+        cluster.runs[first_run:],
+        emulator_secrets(emu, s1.refresh_token, s1.access_token, s2.refresh_token, s2.access_token),
+    )
