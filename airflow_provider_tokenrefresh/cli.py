@@ -16,13 +16,6 @@ import threading
 from typing import Any
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
 def cmd_dialects(args: argparse.Namespace) -> int:
     """List the built-in dialects and what each sends and expects."""
     from airflow_provider_tokenrefresh.dialects import PRESETS

@@ -50,13 +50,14 @@ _COLUMNS = [
     "refresh_expires_at",
     "last_refresh_at",
     "last_error",
+    "lock_in_use",
 ]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the non-secret token status of connections."""
     _server_context()
-    from airflow_provider_tokenrefresh.cli import _print_table
+    from airflow_provider_tokenrefresh.console import print_table
 
     with _quiet_stdout():
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
@@ -73,7 +74,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        _print_table(rows, _COLUMNS)
+        print_table(rows, _COLUMNS)
+        for row in rows:
+            for warning in row.get("warnings") or ():
+                print(f"WARNING {row['conn_id']}: {warning}")
     return 1 if failures else 0
 
 

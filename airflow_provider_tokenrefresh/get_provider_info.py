@@ -75,14 +75,25 @@ def _common_fields(*, access_token_required: bool) -> dict[str, Any]:
         "store_conn_id": _field("Store connection id", _STR, "Connection of the secrets store (vault/aws)."),
         "lock": _field(
             "Refresh lock",
-            {"type": ["string", "null"], "enum": ["file", None], "default": "file"},
-            "Who may refresh: file (one machine).",
+            {
+                "type": ["string", "null"],
+                "enum": ["auto", "file", "redis", "postgres", None],
+                "default": "auto",
+            },
+            "Spares waiters a spin (the stored record is the lease): auto = the Celery broker's Redis when "
+            "there is one, else file (one machine); redis/postgres need a lock connection id.",
         ),
         "lock_conn_id": _field("Lock connection id", _STR, "Connection of the lock server (redis/postgres)."),
         "lock_timeout": _field(
             "Lock timeout (s)",
             {"type": ["number", "null"], "default": 60},
-            "Longest wait for the refresh lock.",
+            "Longest wait for the refresh lock, or for another process's refresh in flight.",
+        ),
+        "refresh_stale_after": _field(
+            "Refresh in flight bound (s)",
+            {"type": ["number", "null"]},
+            "A refresh intent older than this counts as crashed; default: every attempt's timeout plus "
+            "the lock lease plus 30 s (about 3 minutes). Never lower it below one refresh's worst case.",
         ),
     }
 

@@ -21,7 +21,7 @@ CONN_TYPE_PREFIX = "tokenrefresh_"
 CUSTOM_CONN_TYPE = "tokenrefresh_custom"
 
 StoreKind = Literal["variable", "file", "vault", "aws"]
-LockKind = Literal["file", "redis", "postgres"]
+LockKind = Literal["auto", "file", "redis", "postgres"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -58,9 +58,13 @@ class ExtraSettings(BaseModel):
     store: StoreKind = "variable"
     store_conn_id: str | None = None
     store_path: str | None = None
-    lock: LockKind = "file"
+    lock: LockKind = "auto"
     lock_conn_id: str | None = None
     lock_timeout: float = Field(default=60.0, gt=0, le=3600)
+    #: The bound B: a refresh intent older than this counts as crashed (default: computed).
+    refresh_stale_after: float | None = Field(default=None, gt=0, le=86400)
+    #: Claim settle time for the Variable store (twice its assumed read-to-visible bound).
+    intent_settle: float | None = Field(default=None, gt=0, le=60)
     dialect: dict[str, Any] | None = None
 
     @field_validator("verify", mode="before")
@@ -93,6 +97,8 @@ class ExtraSettings(BaseModel):
         "lock_conn_id",
         "refresh_lifetime",
         "default_expires_in",
+        "refresh_stale_after",
+        "intent_settle",
         mode="before",
     )
     @classmethod

@@ -96,7 +96,8 @@ class TokenRefreshHook(BaseHook):
         """The coordinator for this connection."""
         from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
         from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
-        from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+        from airflow_provider_tokenrefresh.errors import ConfigurationError
+        from airflow_provider_tokenrefresh.keeper import STALE_MARGIN, Seed, TokenKeeper, default_stale_after
 
         s = self.settings
         extra = s.extra
@@ -120,11 +121,29 @@ class TokenRefreshHook(BaseHook):
             on_secret=_mask,
         )
         assert extra.refresh_token is not None  # settings_from_fields guarantees it
+        store, lock = self.build_store(), self.build_lock()
+        if extra.refresh_stale_after is not None:
+            floor = (
+                default_stale_after(
+                    timeout=client.settings.timeout,
+                    attempts=client.settings.max_attempts,
+                    max_retry_after=client.settings.max_retry_after,
+                    lease_ttl=lock.lease_ttl,
+                    settle=0.0 if store.atomic else (extra.intent_settle or 0.0),
+                )
+                - STALE_MARGIN
+            )
+            if extra.refresh_stale_after < floor:
+                raise ConfigurationError(
+                    f"connection {s.conn_id!r}: extra field 'refresh_stale_after' ({extra.refresh_stale_after:g}s) "
+                    f"is below one refresh's worst case ({floor:g}s: every attempt's timeout, the waits between "
+                    "them and the lock's lease); a refresh still at the vendor would be replayed"
+                )
         return TokenKeeper(
             s.store_key,
             client,
-            self.build_store(),
-            self.build_lock(),
+            store,
+            lock,
             Seed(
                 extra.refresh_token.get_secret_value(),
                 extra.access_token.get_secret_value() if extra.access_token else None,
@@ -133,6 +152,9 @@ class TokenRefreshHook(BaseHook):
             refresh_token_ttl=extra.refresh_lifetime or s.dialect.response.refresh_token_lifetime,
             refresh_margin=extra.refresh_margin,
             lock_timeout=extra.lock_timeout,
+            stale_after=extra.refresh_stale_after,
+            settle=extra.intent_settle,
+            lock_explicit=extra.lock != "auto",
             on_secret=_mask,
         )
 
@@ -227,18 +249,104 @@ class TokenRefreshHook(BaseHook):
     # -- UI -------------------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check configuration and reachability; persists a rotated token if a refresh happened."""
-        try:
-            status = self.refresh(min_ttl=self.min_ttl)
-        except Exception as exc:  # noqa: BLE001 - the UI shows the (redacted) message
-            from airflow_provider_tokenrefresh.redaction import redact
+        """The UI's Test button: harmless on a connection in use.
 
+        Airflow runs the test under a random transient conn_id; the connection it tests is found
+        (:func:`conn_id_under_test`) so that its real record is read. On a connection with a stored
+        record nothing stored or spent is ever presented: the record's state is reported and the
+        endpoint is probed with a deliberately unknown refresh token (configuration, TLS,
+        reachability and — where the vendor's answers tell them apart — the client credentials).
+        Only a connection without any record is refreshed once, stored under its real key.
+        """
+        from airflow_provider_tokenrefresh.redaction import redact
+
+        real_id = conn_id_under_test(self.tokenrefresh_conn_id)
+        try:
+            settings = self.settings
+            if real_id != settings.conn_id:
+                settings = settings.model_copy(update={"conn_id": real_id})
+                self.__dict__["settings"] = settings
+            keeper = self.keeper
+            stored, _ = keeper.store.read(keeper.key)
+        except Exception as exc:  # noqa: BLE001 - the UI shows the (redacted) message
             return False, redact(str(exc))
-        verb = "refreshed" if status.get("refreshed") else "valid"
-        return True, (
-            f"Token {verb}: dialect {status['dialect']}, generation {status['generation']}, "
-            f"expires at {status['expires_at']}"
-        )
+        if stored is None:
+            try:
+                status = self.refresh(min_ttl=self.min_ttl)
+            except Exception as exc:  # noqa: BLE001 - the UI shows the (redacted) message
+                return False, redact(str(exc))
+            return True, (
+                f"New connection {real_id}: token refreshed once and stored ({keeper.store.name} store, "
+                f"key {keeper.key}): dialect {status['dialect']}, generation {status['generation']}, "
+                f"expires at {status['expires_at']}"
+            )
+        ok, probe = self._probe()
+        facts = [
+            f"Connection {real_id} is in use: stored record generation {stored.generation}, state {stored.state}, "
+            f"access token expires at {stored.expires_at.isoformat(timespec='seconds') if stored.expires_at else 'unknown'}"
+        ]
+        if stored.refresh_started_at is not None:
+            facts.append(
+                f"refresh in flight on {stored.refresh_started_by} since {stored.refresh_started_at}"
+            )
+        if stored.reason:
+            facts.append(f"reason: {stored.reason}")
+        seed = keeper.seed.fingerprint
+        if seed != stored.seed_fingerprint:
+            facts.append(
+                "the form's refresh token is older than the stored one (superseded)"
+                if seed in stored.superseded_seeds
+                else "the form carries a new refresh token: it is used from the next refresh on, once saved"
+            )
+        facts += stored.warnings()
+        facts.append(probe)
+        facts.append("No stored or spent refresh token was sent.")
+        return ok and stored.state == "valid", redact(". ".join(facts))
+
+    def _probe(self) -> tuple[bool, str]:
+        """One refresh with a made-up token: what the vendor's answer says about the configuration."""
+        import dataclasses
+        import secrets
+
+        from airflow_provider_tokenrefresh.client import RefreshClient
+        from airflow_provider_tokenrefresh.errors import ConfigurationError, RefreshTokenRejected
+
+        client = self.keeper.client
+        probe = RefreshClient(client.spec, dataclasses.replace(client.settings, max_attempts=1))
+        made_up = "tokenrefresh-probe-" + secrets.token_hex(16)
+        try:
+            probe.refresh(made_up, "tokenrefresh-probe-access-" + secrets.token_hex(8))
+        except RefreshTokenRejected as exc:
+            return True, (
+                f"Probe: the endpoint answered (HTTP {exc.status_code}) and rejected a deliberately unknown "
+                "refresh token as it should: URL, TLS and client credentials look right"
+            )
+        except ConfigurationError as exc:
+            return False, f"Probe: the vendor refused the request: {exc.message}"
+        except Exception as exc:  # noqa: BLE001 - reported, never raised to the UI
+            return (
+                False,
+                f"Probe: the endpoint could not be checked: {getattr(exc, 'message', type(exc).__name__)}",
+            )
+        return False, "Probe: the vendor ACCEPTED a made-up refresh token: check the endpoint and dialect"
+
+
+def conn_id_under_test(conn_id: str) -> str:
+    """The connection the api-server's Test route is testing when it runs a hook under a random
+    transient conn_id (Airflow 3.3: ``transient_conn_id`` and ``test_body`` in the route's frame);
+    ``conn_id`` itself otherwise."""
+    import sys
+
+    frame = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            break
+        local = frame.f_locals
+        body = local.get("test_body")
+        if local.get("transient_conn_id") == conn_id and getattr(body, "connection_id", None):
+            return str(getattr(body, "connection_id"))  # noqa: B009 - body may be any object
+        frame = frame.f_back  # type: ignore[assignment]
+    return conn_id
 
 
 class OAuth2BasicTokenHook(TokenRefreshHook):

@@ -66,6 +66,10 @@ class Deployment:
 
     def stored_refresh_token(self, dialect: str) -> str | None:
         """The refresh token in the connection's Variable record (read in a child process; never printed)."""
+        return self.stored_refresh_token_of(self.conn_id(dialect))
+
+    def stored_refresh_token_of(self, conn_id: str) -> str | None:
+        """The refresh token in ``conn_id``'s Variable record (read in a child process; never printed)."""
         import json
         import subprocess
         import sys
@@ -78,7 +82,7 @@ class Deployment:
             " 'generation': r.generation if r else None}))\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code, f"tokenrefresh_token__{self.conn_id(dialect)}"],
+            [sys.executable, "-c", code, f"tokenrefresh_token__{conn_id}"],
             env=self.stack.env(),
             capture_output=True,
             text=True,
