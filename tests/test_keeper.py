@@ -255,3 +255,36 @@ def test_a_refresh_interrupted_before_the_request_recovers_once_the_intent_is_st
     assert record.state == "valid" and record.generation == 1
     assert record.refresh_started_at is None
     assert emu.refresh_requests == 1
+
+
+def test_an_answer_arriving_after_a_takeover_is_kept_as_an_alternate_and_the_record_is_suspect(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    from airflow_provider_tokenrefresh.errors import RecordTakenOver
+
+    # A vendor that accepts the same refresh token twice (no rotation): both sends succeed.
+    emu = emulator_factory("oauth2_basic", rotation=False, reuse_detection=False)
+    seed = emu.issue_tokens()
+    stalled = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60)
+    other = make_keeper(
+        emu, tmp_path, seed.refresh_token, stale_after=60, clock=_later(120), lock_dir="other-host-locks"
+    )
+
+    def other_takes_over(step: str) -> None:
+        if step == "before_request":  # frozen past the bound; the other host replays meanwhile
+            stalled.checkpoint = None
+            other.get_valid_token(min_ttl=60)
+
+    stalled.checkpoint = other_takes_over
+    with pytest.raises(RecordTakenOver, match="suspect"):
+        stalled.get_valid_token(min_ttl=60)
+    stored, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
+    assert stored is not None and stored.state == "suspect"
+    assert "possible double send" in (stored.reason or "")
+    assert len(stored.alternates) == 1  # the stalled holder's answer is kept, not dropped
+    assert emu.refresh_requests == 2
+    # The next refresh decides: the vendor still honours the chain, so the record is valid again.
+    record = make_keeper(emu, tmp_path, seed.refresh_token, stale_after=60).get_valid_token(min_ttl=60)
+    assert record.state == "valid" and record.access_token is not None
+    assert emu.is_access_token_valid(record.access_token.get_secret_value())
+    assert emu.refresh_requests == 3

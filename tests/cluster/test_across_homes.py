@@ -10,6 +10,7 @@ booleans and family labels reach the assert (pytest prints the operands of a fai
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,14 @@ def test_refresh_started_on_b_while_a_is_in_flight_sends_the_token_once(
         assert after_valid, later
         assert revoked == 0, later
         assert invalid_grant == 0, later
+
+    # Both homes wrote under their own file lock: status names the misconfiguration and the fix.
+    status = cluster.b.run("status", "--json", CONN_X)
+    assert status.returncode == 0, status.describe(scrub)
+    warnings = json.loads(status.stdout)[0]["warnings"]
+    assert any("file locks of 2 hosts or homes" in w and "'redis' or 'postgres'" in w for w in warnings), (
+        warnings
+    )
 
     _no_leaks(cluster.runs[first_run:], emulator_secrets(emu, seed.refresh_token, seed.access_token))
 
