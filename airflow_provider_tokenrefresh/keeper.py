@@ -96,9 +96,10 @@ log = logging.getLogger(__name__)
 
 #: Default seconds of validity a caller wants left on a token it is handed.
 DEFAULT_MIN_TTL = 300.0
-#: Default settle time of a claim in a store without compare-and-set (Airflow Variables): twice the
-#: bound on read-to-visible time it assumes (1 s; measured worst under load: see docs/concurrency.md).
-DEFAULT_SETTLE = 2.0
+#: Default settle time of a claim in a store without compare-and-set (Airflow Variables): at least
+#: twice the worst read-to-visible time of a Variable write measured on real components under load
+#: (2.7 s in 20,000 writes from tasks, benchmarks/variable_latency.py; docs/concurrency.md).
+DEFAULT_SETTLE = 6.0
 #: Added to the worst-case duration of one refresh to get the stale bound.
 STALE_MARGIN = 30.0
 
@@ -109,8 +110,8 @@ def default_stale_after(
     """The bound ``B``: an intent younger than this may still have a request at the vendor.
 
     Every attempt's full timeout, the longest waits between attempts, the lock's lease, the claim's
-    settle time and a margin for clock skew and store latency. 182 s with the defaults (30 s
-    timeout, 3 attempts, 30 s Retry-After cap, file lock).
+    settle time and a margin for clock skew and store latency. 186 s with the defaults (30 s
+    timeout, 3 attempts, 30 s Retry-After cap, file lock, Variable store).
     """
     attempts = max(1, attempts)
     return attempts * timeout + (attempts - 1) * max_retry_after + lease_ttl + settle + STALE_MARGIN
@@ -168,7 +169,7 @@ class TokenKeeper:
         before giving up (no refresh is sent then).
     :param stale_after: the bound ``B`` (seconds) after which an intent counts as a crashed refresh;
         default :func:`default_stale_after` of the client's timeouts and the lock's lease.
-    :param settle: claim settle time for stores without compare-and-set (default 2 s).
+    :param settle: claim settle time for stores without compare-and-set (default 6 s).
     :param lock_explicit: whether the connection named its lock (else ``lock: auto`` chose it).
     :param on_secret: called with every secret read or received (Airflow's ``mask_secret``).
     """
