@@ -19,7 +19,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def ensure_repo_on_path() -> None:
-    """Make ``tests.concurrency.herd`` and ``benchmarks`` importable (spawned children inherit it)."""
+    """Make ``airflow_provider_tokenrefresh.testing.herd`` and ``benchmarks`` importable (spawned children inherit it)."""
     root = str(REPO)
     if root not in sys.path:
         sys.path.insert(0, root)

@@ -1,6 +1,6 @@
 """Herd: N processes need a token right after expiry, round after round.
 
-Ours: ``tests.concurrency.herd.run_herd`` (TokenKeeper, file lock, file store) on a virtual clock
+Ours: ``airflow_provider_tokenrefresh.testing.herd.run_herd`` (TokenKeeper, file lock, file store) on a virtual clock
 that starts every round with an expired token. Peer: Authlib's ``OAuth2Client`` with an
 ``update_token`` callback persisting to one shared JSON file, as Authlib's documentation shows.
 Both sides talk to the same rotating, reuse-detecting ``OAuth2BasicEmulator`` in this process.
@@ -95,7 +95,7 @@ def _expired_token(emulator: Any) -> dict[str, Any]:
 
 def run_peer(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> dict[str, Any]:
     """Run the Authlib herd; count requests per round from the emulator's counters."""
-    from tests.concurrency.herd import join_or_kill
+    from airflow_provider_tokenrefresh.testing.herd import join_or_kill
 
     token_file = str(workdir / "peer-token.json")
     atomic_write_json(token_file, _expired_token(emulator))
@@ -168,7 +168,7 @@ def run_peer(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> di
 def run_ours(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> dict[str, Any]:
     """Run ``run_herd`` with the file lock and the file store."""
     ensure_repo_on_path()
-    from tests.concurrency.herd import run_herd
+    from airflow_provider_tokenrefresh.testing.herd import run_herd
 
     seed = emulator.issue_tokens()
     spec = {

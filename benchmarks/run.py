@@ -35,7 +35,7 @@ WARM_IMPORTS = (
     "import airflow.sdk, airflow.providers.http.operators.http, httpx, httpcore, "
     "authlib.integrations.httpx_client, airflow_provider_tokenrefresh.hooks.tokenrefresh, "
     "airflow_provider_tokenrefresh.operators.tokenrefresh, airflow_provider_tokenrefresh.sensors.tokenrefresh, "
-    "airflow_provider_tokenrefresh.testing, tests.concurrency.herd, benchmarks.fanout, matplotlib.pyplot; "
+    "airflow_provider_tokenrefresh.testing, airflow_provider_tokenrefresh.testing.herd, benchmarks.fanout, matplotlib.pyplot; "
     "httpx.Client().close()"
 )
 

@@ -73,7 +73,7 @@ def _child(spec: dict[str, Any], fault: str, out: Any) -> None:
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores import FileTokenStore
-    from tests.concurrency.backends import build_client
+    from airflow_provider_tokenrefresh.testing.backends import build_client
 
     class FaultyStore(FileTokenStore):
         writes = 0

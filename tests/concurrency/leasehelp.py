@@ -1,7 +1,7 @@
 """Keeper children for the lease tests (``test_leases.py``), driven by files, judged at the vendor.
 
 A child is a spawned process that builds a real :class:`TokenKeeper` (client, lock and store from
-a plain-data ``spec``, see :mod:`tests.concurrency.backends`) and runs a list of steps. The test
+a plain-data ``spec``, see :mod:`airflow_provider_tokenrefresh.testing.backends`) and runs a list of steps. The test
 steers it through files only:
 
 * ``block_at`` / ``pause_file`` / ``release_file``: the first keeper checkpoint whose name is in
@@ -73,7 +73,7 @@ def _record_view(record: Any) -> dict[str, Any] | None:
 
 def _stored(spec: dict[str, Any], key: str) -> dict[str, Any]:
     """The record as a fresh store instance reads it (the store's word, not the keeper's)."""
-    from tests.concurrency.backends import build_store
+    from airflow_provider_tokenrefresh.testing.backends import build_store
 
     try:
         record, _ = build_store(spec).read(key)
@@ -83,7 +83,7 @@ def _stored(spec: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _build_store(spec: dict[str, Any], trace_file: str | None) -> Any:
-    from tests.concurrency.backends import build_store
+    from airflow_provider_tokenrefresh.testing.backends import build_store
 
     if not trace_file:
         return build_store(spec)
@@ -106,7 +106,7 @@ def child_main(cfg: dict[str, Any]) -> None:
     import airflow_provider_tokenrefresh
     from airflow_provider_tokenrefresh.errors import TokenRefreshError
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
-    from tests.concurrency.backends import build_client, build_lock
+    from airflow_provider_tokenrefresh.testing.backends import build_client, build_lock
 
     spec: dict[str, Any] = cfg["spec"]
     result: dict[str, Any] = {

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
-
-from .herd import run_herd
+from airflow_provider_tokenrefresh.testing.herd import run_herd
 
 PROCESSES = 32
 ROUNDS = 10

@@ -1,6 +1,6 @@
 """The herd: N spawned processes need a token at the same moment, round after round.
 
-Shared by the herd test (``tests/concurrency/test_herd.py``) and the herd benchmark. Every round
+Shared by the herd test (``tests/concurrency/test_herd.py``) and the herd benchmark (product code and benchmarks never import ``tests``). Every round
 moves a *virtual* clock (shared by construction: real time + round x ``ROUND_SECONDS``) far enough
 that the stored access token has expired, then all processes ask for a token at once (barrier).
 """
@@ -37,7 +37,7 @@ class HerdResult:
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _worker(
+def _worker(  # noqa: PLR0917 - the spawn target's arguments
     index: int,
     spec: dict[str, Any],
     rounds: int,
@@ -46,7 +46,7 @@ def _worker(
     results: Any,
 ) -> None:
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
-    from tests.concurrency.backends import build_client, build_lock, build_store
+    from airflow_provider_tokenrefresh.testing.backends import build_client, build_lock, build_store
 
     current_round = [0]
 
@@ -74,7 +74,7 @@ def _worker(
             results.put(
                 (index, r, record.generation, record.access_ttl(clock()), time.perf_counter() - start, None)
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is a result the parent counts
             results.put((index, r, -1, 0.0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"))
         barrier.wait(timeout=300)
 

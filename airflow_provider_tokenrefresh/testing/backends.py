@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_tokenrefresh.locks import Lease, RefreshLock
-from airflow_provider_tokenrefresh.stores import TokenStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airflow_provider_tokenrefresh.stores import TokenStore
 
 
 class NoLock:
     """The naive deployment's "lock": none at all (the herd test's negative control)."""
 
     name = "none"
+    identity = "none"
+    lease_ttl = 0.0
 
     @contextlib.contextmanager
     def hold(self, key: str, timeout: float) -> Iterator[Lease]:
