@@ -98,11 +98,25 @@ def intent_age(record: TokenRecord, now: datetime) -> float | None:
     return max(0.0, (now - record.refresh_started_at).total_seconds())
 
 
+def effective_margin(margin: float, lifetime: float | None) -> float:
+    """The rule that lets a token be used for its life, whatever its lifetime: a margin (``min_ttl``
+    or ``refresh_margin``) is never more than half the token's lifetime.
+
+    A 300-second iSales token with the default 300 s is refreshed once it has less than 150 s left,
+    so repeated use from many processes makes one refresh per 150 s instead of one per use; a
+    7200-second token keeps the full 300 s.
+    """
+    if lifetime is None or lifetime <= 0:
+        return margin
+    return min(margin, lifetime / 2)
+
+
 def needs_refresh(record: TokenRecord, view: View) -> bool:
-    """Whether the access token is too close to expiry, or the refresh token would lapse unused."""
-    if record.access_ttl(view.now) < view.min_ttl:
+    """Whether the access token is too close to expiry, or the refresh token would lapse unused
+    (both margins capped at half the token's lifetime: :func:`effective_margin`)."""
+    if record.access_ttl(view.now) < effective_margin(view.min_ttl, record.access_lifetime()):
         return True
-    return record.refresh_ttl(view.now) < view.refresh_margin
+    return record.refresh_ttl(view.now) < effective_margin(view.refresh_margin, record.refresh_lifetime())
 
 
 def lock_kind(identity: str) -> str:

@@ -173,6 +173,18 @@ class TokenRecord(BaseModel):
             return float("-inf")
         return (self.expires_at - (now or utcnow())).total_seconds()
 
+    def access_lifetime(self) -> float | None:
+        """Seconds the access token was issued for (``None`` when unknown, e.g. a seed)."""
+        if self.expires_at is None or self.obtained_at is None:
+            return None
+        return (self.expires_at - self.obtained_at).total_seconds()
+
+    def refresh_lifetime(self) -> float | None:
+        """Seconds the refresh token was issued for, when the vendor (or the connection) said."""
+        if self.refresh_expires_at is None or self.obtained_at is None:
+            return None
+        return (self.refresh_expires_at - self.obtained_at).total_seconds()
+
     def refresh_ttl(self, now: datetime | None = None) -> float:
         """Seconds the refresh token stays valid (``inf`` when the vendor did not say)."""
         if self.refresh_token is None:
@@ -236,6 +248,7 @@ class TokenRecord(BaseModel):
             "token_type": self.token_type,
             "expires_at": _iso(self.expires_at),
             "expires_in": None if self.expires_at is None else round(self.access_ttl(now), 1),
+            "lifetime": self.access_lifetime(),
             "refresh_expires_at": _iso(self.refresh_expires_at),
             "has_refresh_token": self.refresh_token is not None,
             "scope": self.scope,

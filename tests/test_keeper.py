@@ -33,13 +33,18 @@ def test_first_call_refreshes_once_then_serves_from_the_store(
     assert emu.is_refresh_token_valid(stored.refresh_token.get_secret_value())
 
 
-def test_a_token_shorter_than_min_ttl_is_refreshed(emulator_factory: EmulatorFactory, tmp_path: Path) -> None:
+def test_a_min_ttl_beyond_a_short_tokens_life_is_capped_at_half_of_it(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
     emu = emulator_factory("bearer_json")  # 300 s access tokens
     seed = emu.issue_tokens()
     keeper = make_keeper(emu, tmp_path, seed.refresh_token, seed.access_token)
     first = keeper.get_valid_token(min_ttl=60)
     second = keeper.get_valid_token(min_ttl=600)  # wants more than any token of this vendor has
-    assert second.generation == first.generation + 1
+    assert second.generation == first.generation  # used for its life, not refreshed on every call
+    assert emu.refresh_requests == 1
+    later = make_keeper(emu, tmp_path, seed.refresh_token, seed.access_token, clock=_later(151))
+    assert later.get_valid_token(min_ttl=600).generation == first.generation + 1  # past half its life
     assert emu.counters.get("invalid_grant", 0) == 0
 
 

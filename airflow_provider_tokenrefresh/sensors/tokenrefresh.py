@@ -79,7 +79,10 @@ class TokenValidSensor(BaseSensorOperator):
         self.log.info(
             "Token of %s: generation %s, expires in %ss", self.conn_id, status.get("generation"), expires_in
         )
-        return expires_in is not None and expires_in >= self.min_ttl
+        from airflow_provider_tokenrefresh.lease import effective_margin
+
+        # The same rule as the keeper's: a short-lived token counts as valid for half its life.
+        return expires_in is not None and expires_in >= effective_margin(self.min_ttl, status.get("lifetime"))
 
     def execute(self, context: Context) -> Any:
         """Check (and refresh) once here; if still not valid and deferrable, hand the wait to the triggerer."""

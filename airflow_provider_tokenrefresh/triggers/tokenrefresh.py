@@ -53,6 +53,7 @@ class TokenValidTrigger(BaseTrigger):
             TokenRefreshError,
         )
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+        from airflow_provider_tokenrefresh.lease import effective_margin
 
         hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
         checks = 0
@@ -86,7 +87,9 @@ class TokenValidTrigger(BaseTrigger):
                     )
                     return
                 expires_in = status.get("expires_in")
-                if expires_in is not None and expires_in >= self.min_ttl:
+                if expires_in is not None and expires_in >= effective_margin(
+                    self.min_ttl, status.get("lifetime")
+                ):
                     yield TriggerEvent(
                         {
                             "status": "success",
