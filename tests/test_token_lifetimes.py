@@ -7,6 +7,7 @@ every ``lifetime / 20`` seconds with the default ``min_ttl`` (300 s, longer than
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_one_refresh_per_lifetime_minus_the_effective_margin(
     def keeper() -> TokenKeeper:
         client = RefreshClient(
             PRESETS["bearer_json"],
-            ClientSettings(base_url=emu.base_url, credentials=ClientCredentials(None, None), allow_insecure_http=True),
+            ClientSettings(
+                base_url=emu.base_url, credentials=ClientCredentials(None, None), allow_insecure_http=True
+            ),
             clock=now,
         )
         return TokenKeeper(
@@ -76,7 +79,7 @@ def test_one_refresh_per_lifetime_minus_the_effective_margin(
     # period is the first poll after half the lifetime has passed.
     period = (math.floor(margin / step + 1e-9) + 1) * step
     assert emu.refresh_requests == len(refreshed_at)
-    assert [round(b - a, 6) for a, b in zip(refreshed_at, refreshed_at[1:], strict=False)] == [round(period, 6)] * (
+    assert [round(b - a, 6) for a, b in itertools.pairwise(refreshed_at)] == [round(period, 6)] * (
         len(refreshed_at) - 1
     )
     assert emu.refresh_requests == 1 + math.floor((LIVES * STEPS_PER_LIFE - 1) * step / period + 1e-9)
