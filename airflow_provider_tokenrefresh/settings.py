@@ -133,8 +133,33 @@ class ConnectionSettings(BaseModel):
 
     @property
     def store_key(self) -> str:
-        """Store key of this connection's record; Airflow masks Variables whose name holds 'token'."""
-        return self.extra.store_path or f"tokenrefresh_token__{self.conn_id}"
+        """Store key of this connection's record.
+
+        Airflow masks a Variable's value by its key name, so a Variable key always carries a
+        sensitive word: a ``store_path`` without one gets ``__token`` appended (0.1.0 wrote it
+        bare: :attr:`legacy_store_key`).
+        """
+        if not self.extra.store_path:
+            return f"tokenrefresh_token__{self.conn_id}"
+        if self.extra.store == "variable" and not _masked_by_airflow(self.extra.store_path):
+            return f"{self.extra.store_path}__token"
+        return self.extra.store_path
+
+    @property
+    def legacy_store_key(self) -> str | None:
+        """Where 0.1.0 kept this record, when that differs from :attr:`store_key` (read once, to move)."""
+        key = self.extra.store_path
+        return key if key and key != self.store_key else None
+
+
+def _masked_by_airflow(name: str) -> bool:
+    """Whether Airflow's secrets masker hides a Variable named ``name`` (its sensitive words)."""
+    from airflow_provider_tokenrefresh.redaction import is_sensitive_name
+
+    lowered = name.lower()
+    return is_sensitive_name(name) or any(
+        word in lowered for word in ("private_key", "api_key", "access_token")
+    )
 
 
 def _extra_dict(conn_id: str, conn_type: str, extra: str | dict[str, Any] | None) -> dict[str, Any]:

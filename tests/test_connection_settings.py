@@ -91,3 +91,26 @@ def test_bad_input_names_the_connection_and_the_field(
     assert "my_conn" in message
     assert field in message
     assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "path", ["vendor_a_record", "records/vendor-a", "tokens_of_vendor_a", "api_secret_x"]
+)
+def test_a_variable_key_is_always_one_airflow_masks(path: str) -> None:
+    from airflow.sdk._shared.secrets_masker.secrets_masker import should_hide_value_for_key
+
+    key = build(extra={"refresh_token": "refresh-value-123", "store_path": path}).store_key
+    assert should_hide_value_for_key(key), key  # Airflow's own rule, as the UI and API apply it
+    assert key.startswith(path)
+
+
+def test_a_vault_path_is_kept_as_written() -> None:
+    s = build(
+        extra={
+            "refresh_token": "refresh-value-123",
+            "store": "vault",
+            "store_conn_id": "v",
+            "store_path": "vendor_a",
+        }
+    )
+    assert s.store_key == "vendor_a" and s.legacy_store_key is None

@@ -77,8 +77,9 @@ class FileTokenStore:
             from airflow_provider_tokenrefresh.errors import ConfigurationError
 
             raise ConfigurationError(
-                f"record {key!r} in the file store is not a token record written by this provider; delete "
-                f"{self._path(key)} to start over from the connection's refresh_token"
+                f"record {key!r} in the file store ({self._path(key)}) cannot be read as a token record "
+                "(another program wrote it, or it was cut short); do not delete it while it may hold the only "
+                "live refresh token: restore it, or set extra 'store_path' to another key and re-seed"
             ) from None
         return record, hashlib.sha256(payload).hexdigest()
 

@@ -30,9 +30,13 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 DEFAULT_PREFIX = "airflow/tokenrefresh/"
+KEEP = (
+    "do not delete it while it may hold the only live refresh token: check which program wrote it, or set "
+    "extra 'store_path' to another key and re-seed the connection"
+)
 DESCRIPTION = (
-    "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit; "
-    "delete it to start over from the connection's refresh_token)."
+    "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit or "
+    "delete it; to start over, put a new refresh_token on the connection)."
 )
 
 # Secrets Manager's own rule for secret names.
@@ -169,14 +173,13 @@ class AwsSecretsManagerTokenStore:
         if payload is None:
             raise ConfigurationError(
                 f"aws store: secret {name!r} holds binary data, not a token record written by this "
-                "provider; delete it or set extra 'store_path' to another key"
+                f"provider; {KEEP}"
             )
         try:
             record = TokenRecord.from_storage_json(payload)
         except ValueError:
             raise ConfigurationError(
-                f"aws store: secret {name!r} holds an unreadable token record (version {version}); "
-                "delete it or set extra 'store_path' to another key"
+                f"aws store: secret {name!r} holds an unreadable token record (version {version}); {KEEP}"
             ) from None
         return record, version
 
@@ -249,8 +252,8 @@ class AwsSecretsManagerTokenStore:
             if current_version is None:
                 # It exists but has no AWSCURRENT value; no writer could ever fill it by CreateSecret.
                 raise StoreError(
-                    f"aws store: secret {name!r} exists without a current value; delete it or set extra "
-                    "'store_path' to another key"
+                    f"aws store: secret {name!r} exists without a current value; set extra 'store_path' to another "
+                    "key (or restore a current version of it)"
                 ) from None
             if current_payload == payload:
                 return current_version

@@ -18,7 +18,8 @@ def store_for(settings: ConnectionSettings) -> TokenStore:
     if kind == "variable":
         from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
 
-        return VariableTokenStore()
+        legacy = settings.legacy_store_key
+        return VariableTokenStore(legacy_keys={settings.store_key: legacy} if legacy else None)
     if kind == "file":
         from airflow_provider_tokenrefresh.stores import FileTokenStore
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.stores import Version
 
 DESCRIPTION = (
-    "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit; "
-    "delete it to start over from the connection's refresh_token)."
+    "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit or "
+    "delete it; to start over, put a new refresh_token on the connection)."
 )
 
 
@@ -50,6 +50,10 @@ class VariableTokenStore:
     #: Variables have no compare-and-set: the keeper claims by write, settle, read back.
     atomic = False
     last_write_window: float | None = None
+
+    def __init__(self, *, legacy_keys: dict[str, str] | None = None) -> None:
+        #: key -> the key 0.1.0 used for the same record (a store_path Airflow does not mask).
+        self.legacy_keys = dict(legacy_keys or {})
 
     def _env_shadow(self, key: str) -> None:
         env = f"AIRFLOW_VAR_{key.upper()}"
@@ -85,18 +89,32 @@ class VariableTokenStore:
             CoreVariable.set(key, raw, description=DESCRIPTION)
 
     def read(self, key: str) -> tuple[TokenRecord | None, Version]:
-        """Return the record under Variable ``key`` and its content hash."""
+        """Return the record under Variable ``key`` and its content hash.
+
+        While ``key`` does not exist yet, a record under its legacy key is returned with version
+        ``None``: the first write then creates ``key`` (the legacy Variable is left as it was).
+        """
         raw = self._get_raw(key)
         if raw is None:
-            return None, None
+            legacy = self.legacy_keys.get(key)
+            legacy_raw = self._get_raw(legacy) if legacy else None
+            if legacy_raw is None:
+                return None, None
+            return self._parse(legacy or key, legacy_raw), None
+        return self._parse(key, raw), _digest(raw)
+
+    @staticmethod
+    def _parse(key: str, raw: str) -> TokenRecord:
         try:
-            record = TokenRecord.from_storage_json(raw)
+            return TokenRecord.from_storage_json(raw)
         except ValueError:
+            # Never suggest deleting it: it may hold the only live refresh token.
             raise ConfigurationError(
-                f"Variable {key!r} does not hold a token record written by this provider; delete it or set "
-                "extra 'store_path' to another key"
+                f"Variable {key!r} cannot be read as a token record. Likely causes: this component has a "
+                "different [core] fernet_key than the one that wrote it (every component must share one), "
+                "or another program wrote to this key. Do not delete it: it may hold the only live refresh "
+                "token; fix the Fernet key, or set extra 'store_path' to another key and re-seed the connection"
             ) from None
-        return record, _digest(raw)
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         """Write if the stored JSON is unchanged since it was read, then verify the read-back."""
