@@ -161,3 +161,12 @@ class RecordTakenOver(StoreError):
 
     kind = "taken_over"
     retryable = False
+
+
+class AmbiguousRejection(TokenRefreshError):
+    """An answer that may mean a dead refresh token or something else (a gateway's non-JSON 401/403,
+    a code the vendor document leaves open): retried a bounded number of times before it is
+    believed as :class:`RefreshTokenRejected`."""
+
+    kind = "ambiguous_rejection"
+    retryable = True

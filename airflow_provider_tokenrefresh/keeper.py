@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_tokenrefresh.errors import (
+    AmbiguousRejection,
     ConfigurationError,
     LockLost,
     RecordTakenOver,
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.client import RefreshClient
     from airflow_provider_tokenrefresh.locks import Lease, RefreshLock
     from airflow_provider_tokenrefresh.stores import TokenStore, Version
+    from airflow_provider_tokenrefresh.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,9 @@ class TokenKeeper:
             )
         self.stale_after = stale_after
         self.lock_explicit = lock_explicit
+        #: Answers that may or may not mean a dead token are asked this often before being believed.
+        self.ambiguous_attempts = 3
+        self.ambiguous_pause = 2.0
         self.me = process_identity()
         self._on_secret = on_secret
         self._clock = clock
@@ -551,7 +556,7 @@ class TokenKeeper:
         access = intent.access_token.get_secret_value() if intent.access_token else None
         try:
             self._step("before_request")
-            answer = self.client.refresh(old_refresh, access)
+            answer = self._call_vendor(old_refresh, access)
         except RefreshTokenRejected as exc:
             return self._on_rejected(intent, self._named(exc), replay=replay, suspect=suspect)
         except TokenRefreshError as exc:
@@ -588,6 +593,28 @@ class TokenKeeper:
             stored.expires_at.isoformat(timespec="seconds") if stored.expires_at else None,
         )
         return RefreshOutcome(stored, refreshed=True, rotated=rotated)
+
+    def _call_vendor(self, refresh_token: str, access_token: str | None) -> TokenSet:
+        """One refresh; an ambiguous rejection (a gateway's HTML 403, a code the vendor document
+        leaves open) is asked again ``ambiguous_attempts`` times, ``ambiguous_pause`` x n seconds
+        apart (3 answers over about 6 s by default), before it is believed."""
+        started = time.monotonic()
+        for attempt in range(1, self.ambiguous_attempts + 1):
+            try:
+                return self.client.refresh(refresh_token, access_token)
+            except AmbiguousRejection as exc:
+                if attempt == self.ambiguous_attempts:
+                    raise RefreshTokenRejected(
+                        f"{exc.message} ({attempt} such answers over {time.monotonic() - started:.0f}s)",
+                        dialect=exc.dialect,
+                        endpoint=exc.endpoint,
+                        conn_id=exc.conn_id,
+                        vendor_code=exc.vendor_code,
+                        status_code=exc.status_code,
+                    ) from None
+                log.warning("%s: %s; asking again", self.name, exc.message)
+                time.sleep(self.ambiguous_pause * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _persist_own(self, new: TokenRecord, intent_id: str | None, version: Version) -> TokenRecord:
         """Write a rotated record, compare-and-set on our own intent; never drop the answer.

@@ -11,6 +11,7 @@ from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
 from airflow_provider_tokenrefresh.dialects import PRESETS
 from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
 from airflow_provider_tokenrefresh.errors import (
+    AmbiguousRejection,
     ConfigurationError,
     MalformedResponseError,
     RefreshOutcomeUnknown,
@@ -45,7 +46,10 @@ def test_reused_refresh_token_is_rejected_and_the_family_revoked(
     seed = emu.issue_tokens()
     client = client_for(emu)
     first = client.refresh(seed.refresh_token, seed.access_token)
-    with pytest.raises(RefreshTokenRejected) as info:
+    # The IoT document's 50400 may also mean a malformed request: the client says so; the keeper
+    # asks again before it believes it (tests/test_keeper.py).
+    expected = AmbiguousRejection if name == "appid_json" else RefreshTokenRejected
+    with pytest.raises(expected) as info:
         client.refresh(seed.refresh_token, first.access_token.get_secret_value())
     assert seed.refresh_token not in str(info.value)
     assert first.refresh_token is not None

@@ -150,6 +150,8 @@ APPID_JSON = DialectSpec(
         ErrorRule(
             code=["50400"],
             outcome="reauth",
+            # The document's "input invalid" also covers a malformed request, not only a dead token.
+            ambiguous=True,
             meaning="the platform rejected an input parameter; with appId and secret accepted this is the refresh "
             "token (expired, revoked or rotated): re-authorize and re-seed the connection's refresh_token",
         ),

@@ -25,7 +25,7 @@ ParamLocation = Literal["body", "query"]
 ExpiryFormat = Literal["seconds", "epoch_seconds", "epoch_millis", "iso8601"]
 """How an expiry value is meant: relative seconds from receipt, or an absolute time."""
 
-Outcome = Literal["reauth", "configuration", "transient"]
+Outcome = Literal["reauth", "configuration", "transient", "unknown"]
 """What a matched vendor error means: refresh token dead, setup wrong, or try again later."""
 
 _PATH_RE = re.compile(r"^[A-Za-z_$][\w$-]*(\.[A-Za-z_$][\w$-]*)*$")
@@ -152,6 +152,9 @@ class ErrorRule(_Strict):
     code: list[str] | None = None
     outcome: Outcome
     meaning: str = Field(min_length=1, description="What it means and what to do, for the person on call.")
+    #: The answer may also mean something other than a dead refresh token (the document leaves it
+    #: open): a ``reauth`` outcome is then retried a bounded number of times before it is believed.
+    ambiguous: bool = False
 
     @field_validator("status", mode="before")
     @classmethod

@@ -17,8 +17,10 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import SecretStr
 
 from airflow_provider_tokenrefresh.errors import (
+    AmbiguousRejection,
     ConfigurationError,
     MalformedResponseError,
+    RefreshOutcomeUnknown,
     RefreshTokenRejected,
     TokenRefreshError,
     TransientRefreshError,
@@ -234,7 +236,7 @@ def parse_response(
         access = get_path(data, resp.access_token)
         if not isinstance(access, str) or not access:
             if code is not None:
-                raise _vendor_failure(spec, status, code, detail, fail, quote=quote)
+                raise _vendor_failure(spec, status, code, detail, fail, quote=quote, json_answer=isinstance(data, dict))
             raise fail(
                 MalformedResponseError, f"HTTP {status} answer has no access token at '{resp.access_token}'"
             )
@@ -282,7 +284,7 @@ def parse_response(
         code = _as_text(get_path(data, resp.success.path))
     if detail is None and not isinstance(data, dict) and body:
         detail = body.decode("utf-8", "replace")
-    raise _vendor_failure(spec, status, code, detail, fail, quote=quote)
+    raise _vendor_failure(spec, status, code, detail, fail, quote=quote, json_answer=isinstance(data, dict))
 
 
 def quoted(text: str, redactor: Redactor | None) -> str:
@@ -298,6 +300,12 @@ def quoted(text: str, redactor: Redactor | None) -> str:
 
 
 def _default_outcome(status: int) -> tuple[Outcome, str]:
+    if status in (502, 504):
+        return (
+            "unknown",
+            "a gateway answered after the request was sent: the vendor may have processed it and rotated "
+            "the refresh token",
+        )
     if status in (408, 425, 429) or status >= 500:
         return "transient", "the vendor is unavailable or throttling; a later attempt may succeed"
     if 200 <= status < 300:
@@ -314,6 +322,7 @@ _OUTCOME_ERRORS: dict[Outcome, type[TokenRefreshError]] = {
     "reauth": RefreshTokenRejected,
     "configuration": ConfigurationError,
     "transient": TransientRefreshError,
+    "unknown": RefreshOutcomeUnknown,
 }
 
 
@@ -331,6 +340,7 @@ def _vendor_failure(
     *,
     success_path: str | None = None,
     quote: Callable[[str], str] | None = None,
+    json_answer: bool = True,
 ) -> TokenRefreshError:
     rule = match_rule(spec, status, code)
     outcome, meaning = (rule.outcome, rule.meaning) if rule else _default_outcome(status)
@@ -339,5 +349,17 @@ def _vendor_failure(
         parts.append(f"{success_path or 'code'}={code}")
     if detail:
         parts.append(repr(quote(detail) if quote is not None else quoted(detail, None)))
-    error: TokenRefreshError = fail(_OUTCOME_ERRORS[outcome], f"{' '.join(parts)}: {meaning}", code)
+    kind = _OUTCOME_ERRORS[outcome]
+    if outcome == "reauth" and ((rule is not None and rule.ambiguous) or not json_answer):
+        kind = AmbiguousRejection
+        meaning = (
+            f"either {meaning}, or "
+            + (
+                "the request itself was malformed (the vendor document uses this answer for both)"
+                if json_answer
+                else "a gateway or proxy in front of the vendor refused the request (the answer is not the "
+                "vendor's JSON)"
+            )
+        )
+    error: TokenRefreshError = fail(kind, f"{' '.join(parts)}: {meaning}", code)
     return error
