@@ -67,7 +67,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _quiet_stdout():
         for conn_id in args.conn_id or _tokenrefresh_conn_ids():
             try:
-                rows.append(TokenRefreshHook(conn_id).token_status())
+                with TokenRefreshHook(conn_id) as hook:
+                    rows.append(hook.token_status())
             except Exception as exc:  # noqa: BLE001 - one bad connection must not hide the others
                 failures += 1
                 rows.append({"conn_id": conn_id, "state": "error", "last_error": str(exc)})
@@ -87,8 +88,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     with _quiet_stdout():
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
-        hook = TokenRefreshHook(args.conn_id)
-        result = hook.refresh(force=args.force, min_ttl=args.min_ttl, retry_rejected=args.force)
+        with TokenRefreshHook(args.conn_id) as hook:
+            result = hook.refresh(force=args.force, min_ttl=args.min_ttl, retry_rejected=args.force)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

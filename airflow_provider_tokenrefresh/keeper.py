@@ -314,6 +314,14 @@ class TokenKeeper:
         with self._guard:
             self._cache.pop(self.key, None)
 
+    def close(self) -> None:
+        """Close the HTTP client, and the store's and lock's connections where they have any."""
+        self.client.close()
+        for part in (self.store, self.lock):
+            closer = getattr(part, "close", None)
+            if closer is not None:
+                closer()
+
     @classmethod
     def clear_cache(cls) -> None:
         """Forget every cached record in this process (tests, long-lived CLI sessions)."""

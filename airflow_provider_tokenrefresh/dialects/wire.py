@@ -236,7 +236,9 @@ def parse_response(
         access = get_path(data, resp.access_token)
         if not isinstance(access, str) or not access:
             if code is not None:
-                raise _vendor_failure(spec, status, code, detail, fail, quote=quote, json_answer=isinstance(data, dict))
+                raise _vendor_failure(
+                    spec, status, code, detail, fail, quote=quote, json_answer=isinstance(data, dict)
+                )
             raise fail(
                 MalformedResponseError, f"HTTP {status} answer has no access token at '{resp.access_token}'"
             )
@@ -352,14 +354,11 @@ def _vendor_failure(
     kind = _OUTCOME_ERRORS[outcome]
     if outcome == "reauth" and ((rule is not None and rule.ambiguous) or not json_answer):
         kind = AmbiguousRejection
-        meaning = (
-            f"either {meaning}, or "
-            + (
-                "the request itself was malformed (the vendor document uses this answer for both)"
-                if json_answer
-                else "a gateway or proxy in front of the vendor refused the request (the answer is not the "
-                "vendor's JSON)"
-            )
+        meaning = f"either {meaning}, or " + (
+            "the request itself was malformed (the vendor document uses this answer for both)"
+            if json_answer
+            else "a gateway or proxy in front of the vendor refused the request (the answer is not the "
+            "vendor's JSON)"
         )
     error: TokenRefreshError = fail(kind, f"{' '.join(parts)}: {meaning}", code)
     return error

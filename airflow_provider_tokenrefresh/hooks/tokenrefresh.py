@@ -158,6 +158,18 @@ class TokenRefreshHook(BaseHook):
             on_secret=_mask,
         )
 
+    def close(self) -> None:
+        """Close what the hook built (HTTP client, lock and store connections); it rebuilds on next use."""
+        keeper = self.__dict__.pop("keeper", None)
+        if keeper is not None:
+            keeper.close()
+
+    def __enter__(self) -> TokenRefreshHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def get_conn(self) -> TokenKeeper:
         """The coordinator (Airflow's conventional hook entry point)."""
         return self.keeper
@@ -235,7 +247,8 @@ class TokenRefreshHook(BaseHook):
         from asgiref.sync import sync_to_async
 
         await self.aload()
-        result: dict[str, Any] = await sync_to_async(self.token_status)()
+        # Not on asgiref's one shared thread: a slow store or vendor must not stall other triggers.
+        result: dict[str, Any] = await sync_to_async(self.token_status, thread_sensitive=False)()
         return result
 
     async def arefresh(self, *, min_ttl: float | None = None) -> dict[str, Any]:
@@ -243,7 +256,8 @@ class TokenRefreshHook(BaseHook):
         from asgiref.sync import sync_to_async
 
         await self.aload()
-        result: dict[str, Any] = await sync_to_async(self.refresh)(min_ttl=min_ttl)
+        # Lock waits and the vendor call block: run them off the triggerer's shared thread.
+        result: dict[str, Any] = await sync_to_async(self.refresh, thread_sensitive=False)(min_ttl=min_ttl)
         return result
 
     # -- UI -------------------------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class RedisRefreshLock:
     ) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
+        self._owns_client = isinstance(client, str)
         if isinstance(client, str):
             import redis
 
@@ -164,7 +165,14 @@ class RedisRefreshLock:
                     kwargs[name] = extra[name]
             if "ssl_check_hostname" in extra:
                 kwargs["ssl_check_hostname"] = _truthy(extra["ssl_check_hostname"])
-        return cls(redis.Redis(**kwargs), ttl=ttl, prefix=prefix, poll_interval=poll_interval)
+        lock = cls(redis.Redis(**kwargs), ttl=ttl, prefix=prefix, poll_interval=poll_interval)
+        lock._owns_client = True
+        return lock
+
+    def close(self) -> None:
+        """Close the connection pool, when this lock made the client."""
+        if self._owns_client:
+            self.client.close()
 
     def lock_key(self, key: str) -> str:
         """The Redis key holding the owner token of ``key``'s lock."""

@@ -74,9 +74,14 @@ class TokenRefreshOperator(BaseOperator):
                     "error": str(exc),
                     "error_kind": getattr(exc, "kind", "error"),
                 }
-        for conn_id, outcome in refresh_all(
-            keepers, force=_truthy(self.force), min_ttl=min_ttl, max_workers=self.max_workers
-        ).items():
+        try:
+            outcomes = refresh_all(
+                keepers, force=_truthy(self.force), min_ttl=min_ttl, max_workers=self.max_workers
+            )
+        finally:
+            for keeper in keepers.values():
+                keeper.close()
+        for conn_id, outcome in outcomes.items():
             if isinstance(outcome, RefreshOutcome):
                 results[conn_id] = {"conn_id": conn_id, "dialect": dialects[conn_id], **outcome.status()}
             else:

@@ -63,9 +63,9 @@ class TokenValidSensor(BaseSensorOperator):
         )
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
-        hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
         try:
-            status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
+            with TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl) as hook:
+                status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
         except (RefreshTokenRejected, ConfigurationError) as exc:
             self._fail(str(exc))  # waiting cannot fix these: a person must act
             return False

@@ -127,6 +127,15 @@ class AwsSecretsManagerTokenStore:
                 self._client_pid = os.getpid()
             return self._client
 
+    def close(self) -> None:
+        """Close the Secrets Manager client this store made (not one it was given)."""
+        if self._factory is not None and self._client is not None:
+            with self._client_lock:
+                closer = getattr(self._client, "close", None)
+                if closer is not None:
+                    closer()
+                self._client = None
+
     def secret_name(self, key: str) -> str:
         """The secret name of ``key``, validated against Secrets Manager's rules."""
         name = f"{self.prefix}{key}"

@@ -132,6 +132,7 @@ class VaultTokenStore:
         is_factory = callable(client) and not hasattr(client, "secrets")
         self._factory: Callable[[], Client] | None = client if is_factory else None
         self._client: Client | None = None if is_factory else client
+        self._made: list[Client] = []
         self._local = threading.local()
         self.url = redact_url(url if url is not None else getattr(self._client, "url", "") or "")
 
@@ -150,7 +151,17 @@ class VaultTokenStore:
         if getattr(self._local, "pid", None) != pid:
             self._local.client = self._factory()
             self._local.pid = pid
+            self._made.append(self._local.client)
         return self._local.client
+
+    def close(self) -> None:
+        """Close the HTTP sessions of the clients this store made (not one it was given)."""
+        made, self._made = self._made, []
+        for client in made:
+            adapter = getattr(client, "adapter", None)
+            if adapter is not None:
+                adapter.close()
+        self._local = threading.local()
 
     def path(self, key: str) -> str:
         """The KV path of ``key`` (relative to the mount), validated.

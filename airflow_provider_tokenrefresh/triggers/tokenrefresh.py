@@ -56,47 +56,50 @@ class TokenValidTrigger(BaseTrigger):
         from airflow_provider_tokenrefresh.lease import effective_margin
 
         hook = TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl)
-        checks = 0
-        while True:
-            # The sensor checked just before deferring: wait first, then look again.
-            await asyncio.sleep(self.poke_interval)
-            checks += 1
-            try:
-                if self.refresh:
-                    status = await hook.arefresh(min_ttl=self.min_ttl)
-                else:
-                    status = await hook.atoken_status()
-            except (RefreshTokenRejected, ConfigurationError) as exc:
-                # Waiting cannot fix these: a person must act.
-                yield TriggerEvent(
-                    {"status": "error", "conn_id": self.conn_id, "kind": exc.kind, "message": str(exc)}
-                )
-                return
-            except TokenRefreshError as exc:
-                self.log.warning("Token of %s not available yet: %s", self.conn_id, exc)
-                status = None
-            if status is not None:
-                if status.get("state") == "reauth_required":
+        try:
+            checks = 0
+            while True:
+                # The sensor checked just before deferring: wait first, then look again.
+                await asyncio.sleep(self.poke_interval)
+                checks += 1
+                try:
+                    if self.refresh:
+                        status = await hook.arefresh(min_ttl=self.min_ttl)
+                    else:
+                        status = await hook.atoken_status()
+                except (RefreshTokenRejected, ConfigurationError) as exc:
+                    # Waiting cannot fix these: a person must act.
                     yield TriggerEvent(
-                        {
-                            "status": "error",
-                            "conn_id": self.conn_id,
-                            "kind": "reauth_required",
-                            "message": f"connection {self.conn_id!r} needs re-authorization: {status.get('reason')}",
-                        }
+                        {"status": "error", "conn_id": self.conn_id, "kind": exc.kind, "message": str(exc)}
                     )
                     return
-                expires_in = status.get("expires_in")
-                if expires_in is not None and expires_in >= effective_margin(
-                    self.min_ttl, status.get("lifetime")
-                ):
-                    yield TriggerEvent(
-                        {
-                            "status": "success",
-                            "conn_id": self.conn_id,
-                            "generation": status.get("generation"),
-                            "expires_at": status.get("expires_at"),
-                            "checks": checks,
-                        }
-                    )
-                    return
+                except TokenRefreshError as exc:
+                    self.log.warning("Token of %s not available yet: %s", self.conn_id, exc)
+                    status = None
+                if status is not None:
+                    if status.get("state") == "reauth_required":
+                        yield TriggerEvent(
+                            {
+                                "status": "error",
+                                "conn_id": self.conn_id,
+                                "kind": "reauth_required",
+                                "message": f"connection {self.conn_id!r} needs re-authorization: {status.get('reason')}",
+                            }
+                        )
+                        return
+                    expires_in = status.get("expires_in")
+                    if expires_in is not None and expires_in >= effective_margin(
+                        self.min_ttl, status.get("lifetime")
+                    ):
+                        yield TriggerEvent(
+                            {
+                                "status": "success",
+                                "conn_id": self.conn_id,
+                                "generation": status.get("generation"),
+                                "expires_at": status.get("expires_at"),
+                                "checks": checks,
+                            }
+                        )
+                        return
+        finally:
+            hook.close()  # the HTTP client and lock/store connections it built
