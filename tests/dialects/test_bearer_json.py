@@ -55,13 +55,28 @@ def test_success_answer_in_both_documented_forms(
     assert tokens.refresh_expires_at == NOW + timedelta(seconds=3600)
 
 
-@pytest.mark.parametrize("result", ["1", 1, "500", None])
-def test_http_200_with_any_other_result_is_a_failure_carrying_the_code(result: object) -> None:
+@pytest.mark.parametrize(("result", "code"), [("1", "1"), (1, "1"), ("500", "500")])
+def test_http_200_with_any_other_result_is_a_failure_carrying_the_code(result: object, code: str) -> None:
     body = {"result": result, "resultData": {"token": "should-not-be-used"}}
     with pytest.raises(TransientRefreshError) as info:
         parse(SPEC, 200, body)
-    assert f"result={result if result is not None else ''}" in str(info.value) or result is None
-    assert "should-not-be-used" not in str(info.value)
+    message = str(info.value)
+    assert f"HTTP 200 result={code}:" in message
+    assert info.value.vendor_code == code
+    assert info.value.status_code == 200
+    assert "should-not-be-used" not in message
+
+
+def test_http_200_without_a_result_is_a_failure_that_invents_no_code() -> None:
+    body = {"result": None, "resultData": {"token": "should-not-be-used"}}
+    with pytest.raises(TransientRefreshError) as info:
+        parse(SPEC, 200, body)
+    message = str(info.value)
+    assert "HTTP 200:" in message
+    assert "result=" not in message  # no code to quote: none is made up ("result=None", "result=")
+    assert info.value.vendor_code is None
+    assert info.value.status_code == 200
+    assert "should-not-be-used" not in message
 
 
 @pytest.mark.parametrize(
