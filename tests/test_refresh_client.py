@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,6 +22,9 @@ from airflow_provider_tokenrefresh.errors import (
 )
 
 from .conftest import DIALECTS, EmulatorFactory, client_for
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.testing import VendorEmulator
 
 
 @pytest.mark.parametrize("name", DIALECTS)
@@ -91,17 +96,105 @@ def test_connection_refused_is_retried_with_backoff_then_transient() -> None:
     assert all(0 < s <= 0.02 for s in sleeps)
 
 
-def test_503_with_retry_after_is_retried_once(emulator_factory: EmulatorFactory) -> None:
+def _recording_client(emu: VendorEmulator, **settings: Any) -> tuple[RefreshClient, list[float]]:
+    """A client for ``emu`` whose sync driver records each requested sleep instead of sleeping."""
+    sleeps: list[float] = []
+    settings.setdefault("allow_insecure_http", True)
+    settings.setdefault("backoff_base", 0.01)  # Retry-After jitter: at most min(1, backoff_base)
+    client = RefreshClient(
+        PRESETS[emu.name],
+        ClientSettings(
+            base_url=emu.base_url,
+            credentials=ClientCredentials(emu.client_id, emu.client_secret),
+            **settings,
+        ),
+        sleep=sleeps.append,
+    )
+    return client, sleeps
+
+
+@pytest.mark.parametrize("fault", ["http_503", "http_429"])
+@pytest.mark.parametrize("retry_after", [0, 7, 30])
+def test_retry_after_is_waited_for_its_value_then_retried_once(
+    fault: str, retry_after: int, emulator_factory: EmulatorFactory
+) -> None:
     emu = emulator_factory("oauth2_basic")
     seed = emu.issue_tokens()
-    emu.inject("http_503", retry_after=0)
-    sleeps: list[float] = []
-    client = client_for(emu)
-    client._sleep = sleeps.append
-    tokens = client.refresh(seed.refresh_token)
-    assert tokens.access_token.get_secret_value()
+    emu.inject(fault, retry_after=retry_after)
+    client, sleeps = _recording_client(emu, max_retry_after=30)
+    with client:
+        tokens = client.refresh(seed.refresh_token)
+    assert emu.is_access_token_valid(tokens.access_token.get_secret_value())
+    assert emu.refresh_requests == 2
+    # Exactly the vendor's delay (30 is the cap itself: still honoured), plus at most the jitter.
+    assert len(sleeps) == 1, sleeps
+    assert retry_after <= sleeps[0] <= retry_after + 0.01, sleeps
+
+
+def test_retry_after_as_an_http_date_is_waited_until_that_time(emulator_factory: EmulatorFactory) -> None:
+    from email.utils import format_datetime
+
+    emu = emulator_factory("oauth2_post")
+    seed = emu.issue_tokens()
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
+    emu.inject("http_503", retry_after=format_datetime(when, usegmt=True))
+    client, sleeps = _recording_client(emu, max_retry_after=30)
+    with client:
+        client.refresh(seed.refresh_token)
     assert emu.refresh_requests == 2
     assert len(sleeps) == 1
+    assert 20 - 5 <= sleeps[0] <= 20 + 0.01, sleeps  # seconds until that time (slack: a slow machine)
+
+
+@pytest.mark.parametrize("fault", ["http_503", "http_429"])
+@pytest.mark.parametrize(("retry_after", "cap"), [(31, 30), (6, 5), (3600, 30)])
+def test_retry_after_beyond_the_cap_is_not_waited_and_not_retried(
+    fault: str, retry_after: int, cap: float, emulator_factory: EmulatorFactory
+) -> None:
+    emu = emulator_factory("query_basic")
+    seed = emu.issue_tokens()
+    emu.inject(fault, retry_after=retry_after)
+    client, sleeps = _recording_client(emu, max_retry_after=cap)
+    with client, pytest.raises(TransientRefreshError) as info:
+        client.refresh(seed.refresh_token)
+    assert sleeps == []  # never a wait longer than max_retry_after
+    assert emu.refresh_requests == 1
+    assert f"HTTP {fault.removeprefix('http_')}" in str(info.value)
+    assert emu.is_refresh_token_valid(seed.refresh_token)  # not processed: the token is still good
+
+
+def test_each_retry_after_is_waited_and_retries_stop_at_max_attempts(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    emu = emulator_factory("appid_json")
+    seed = emu.issue_tokens()
+    emu.inject("http_503", retry_after=2)
+    emu.inject("http_429", retry_after=5)
+    emu.inject("http_503", retry_after=1)
+    client, sleeps = _recording_client(emu, max_attempts=3)
+    with client, pytest.raises(TransientRefreshError, match="HTTP 503"):
+        client.refresh(seed.refresh_token)
+    assert emu.refresh_requests == 3
+    assert len(sleeps) == 2, sleeps  # the third answer is the last attempt: no wait after it
+    assert 2 <= sleeps[0] <= 2.01 and 5 <= sleeps[1] <= 5.01, sleeps
+    assert emu.is_refresh_token_valid(seed.refresh_token)
+
+
+def test_the_async_driver_waits_the_same_retry_after(emulator_factory: EmulatorFactory) -> None:
+    emu = emulator_factory("bearer_json")
+    seed = emu.issue_tokens()
+    emu.inject("http_429", retry_after=4)
+    client, sync_sleeps = _recording_client(emu)
+    waits: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    tokens = asyncio.run(client.arefresh(seed.refresh_token, seed.access_token, asleep=asleep))
+    assert emu.is_access_token_valid(tokens.access_token.get_secret_value())
+    assert emu.refresh_requests == 2
+    assert sync_sleeps == []
+    assert len(waits) == 1 and 4 <= waits[0] <= 4.01, waits
 
 
 @pytest.mark.parametrize("fault", ["http_500", "http_503"])
