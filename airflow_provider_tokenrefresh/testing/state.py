@@ -1,0 +1,308 @@
+"""Token state shared by every emulated vendor: families, rotation, reuse detection, expiry.
+
+:class:`TokenState` is the half of :class:`~airflow_provider_tokenrefresh.testing.emulator.VendorEmulator`
+that knows nothing about HTTP: it issues token families, runs the refresh engine (rotation, reuse
+detection that revokes the whole family, expiry on the emulator's clock) and answers what is valid.
+Stdlib only; imports nothing from Airflow or the rest of the package.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    import threading
+    from collections import Counter
+    from collections.abc import Callable
+
+DAY = 86400.0
+
+TokenCharset = Literal["urlsafe", "base64"]
+
+
+def secrets_equal(given: str, expected: str) -> bool:
+    """Constant-time string comparison."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A token pair handed out by an emulator (tokens are left out of ``repr``).
+
+    :param access_token: the access token.
+    :param refresh_token: the refresh token.
+    :param family_id: the token family both belong to.
+    :param expires_in: access-token lifetime in seconds.
+    :param refresh_expires_in: refresh-token lifetime left, in seconds.
+    :param scope: the family's scope, if the vendor has one.
+    """
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    family_id: str = ""
+    expires_in: float = 0.0
+    refresh_expires_in: float = 0.0
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class FamilySnapshot:
+    """The state of one token family at one moment (tokens are left out of ``repr``).
+
+    :param family_id: the family's id.
+    :param access_token: the latest access token issued to the family.
+    :param refresh_token: the family's current refresh token.
+    :param access_expires_at: epoch seconds at which ``access_token`` expires.
+    :param refresh_expires_at: epoch seconds at which ``refresh_token`` expires.
+    :param revoked: whether the family was revoked (by reuse detection or an admin call).
+    :param revoked_reason: why, when revoked.
+    :param refreshes: how many successful refreshes the family had.
+    :param scope: the family's scope.
+    """
+
+    family_id: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    access_expires_at: float
+    refresh_expires_at: float
+    revoked: bool
+    revoked_reason: str | None
+    refreshes: int
+    scope: str | None
+
+
+@dataclass
+class _Family:
+    family_id: str
+    scope: str | None
+    refresh_token: str
+    refresh_expires_at: float
+    access_token: str
+    access_expires_at: float
+    access_tokens: dict[str, float] = field(default_factory=dict)
+    retired_refresh: set[str] = field(default_factory=set)
+    revoked: bool = False
+    revoked_reason: str | None = None
+    refreshes: int = 0
+
+    def snapshot(self) -> FamilySnapshot:
+        return FamilySnapshot(
+            family_id=self.family_id,
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            access_expires_at=self.access_expires_at,
+            refresh_expires_at=self.refresh_expires_at,
+            revoked=self.revoked,
+            revoked_reason=self.revoked_reason,
+            refreshes=self.refreshes,
+            scope=self.scope,
+        )
+
+
+RefreshOutcome = Literal["ok", "invalid_grant", "bad_auth"]
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What the shared refresh engine decided (vendor subclasses render it).
+
+    ``outcome`` is ``"ok"``, ``"invalid_grant"`` (the refresh token is rejected: ``reason`` is
+    ``unknown``, ``revoked``, ``reused`` or ``expired``) or ``"bad_auth"`` (the access token bound to
+    the request is not the family's current one; nothing changed).
+    """
+
+    outcome: RefreshOutcome
+    reason: str = ""
+    tokens: IssuedTokens | None = None
+    rotated: bool = False
+
+
+class Ledger:
+    """The lock and the counters every part of an emulator shares (a base of the mixins)."""
+
+    name: ClassVar[str] = "vendor"
+    _lock: threading.RLock
+    _counters: Counter[str]
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counters[key] += 1
+
+
+class TokenState(Ledger):
+    """Token families and the refresh engine (a mixin of ``VendorEmulator``; see its parameters)."""
+
+    default_scope: ClassVar[str | None] = None
+    access_ttl: float
+    refresh_ttl: float
+    rotation: bool
+    reuse_detection: bool
+    revoke_old_access_tokens: bool
+    token_charset: TokenCharset
+    clock: Callable[[], float]
+    _families: dict[str, _Family]
+    _refresh_index: dict[str, str]
+    _access_index: dict[str, str]
+
+    def _new_token(self, kind: str) -> str:
+        if self.token_charset == "base64":
+            # 22 random bytes -> 30 base64 characters + "==", and explicit "+" and "/".
+            return f"emu+{kind}/" + base64.b64encode(secrets.token_bytes(22)).decode("ascii")
+        return f"emu-{kind}-" + secrets.token_urlsafe(24)
+
+    def issue_tokens(self, scope: str | None = None) -> IssuedTokens:
+        """Start a new token family, as the vendor's authorization flow would; return its tokens."""
+        with self._lock:
+            now = self.clock()
+            family_id = "fam-" + secrets.token_hex(6)
+            access = self._new_token("at")
+            refresh = self._new_token("rt")
+            family = _Family(
+                family_id=family_id,
+                scope=scope if scope is not None else self.default_scope,
+                refresh_token=refresh,
+                refresh_expires_at=now + self.refresh_ttl,
+                access_token=access,
+                access_expires_at=now + self.access_ttl,
+            )
+            family.access_tokens[access] = family.access_expires_at
+            self._families[family_id] = family
+            self._refresh_index[refresh] = family_id
+            self._access_index[access] = family_id
+            self._counters["issued"] += 1
+            return IssuedTokens(
+                access_token=access,
+                refresh_token=refresh,
+                family_id=family_id,
+                expires_in=self.access_ttl,
+                refresh_expires_in=self.refresh_ttl,
+                scope=family.scope,
+            )
+
+    def refresh(self, refresh_token: str, *, bound_access_token: str | None = None) -> RefreshResult:
+        """The refresh engine every vendor shares (also callable directly from tests).
+
+        :param refresh_token: the presented refresh token.
+        :param bound_access_token: when given, it must be the family's current access token (expired
+            or not) or the answer is ``bad_auth`` and nothing changes (isales' ``Authentication``).
+        """
+        with self._lock:
+            now = self.clock()
+            family_id = self._refresh_index.get(refresh_token)
+            family = self._families.get(family_id) if family_id is not None else None
+            if family is None:
+                return RefreshResult("invalid_grant", "unknown")
+            if family.revoked:
+                return RefreshResult("invalid_grant", "revoked")
+            if refresh_token != family.refresh_token:
+                # A retired (already rotated) refresh token of this family.
+                if self.reuse_detection:
+                    self._revoke(family, "refresh token reuse detected")
+                    self._counters["reuse_detected"] += 1
+                return RefreshResult("invalid_grant", "reused")
+            if now >= family.refresh_expires_at:
+                return RefreshResult("invalid_grant", "expired")
+            if bound_access_token is not None and not secrets_equal(bound_access_token, family.access_token):
+                return RefreshResult("bad_auth", "access token is not the family's current one")
+
+            access = self._new_token("at")
+            if self.revoke_old_access_tokens:
+                for old in family.access_tokens:
+                    self._access_index.pop(old, None)
+                family.access_tokens.clear()
+            family.access_token = access
+            family.access_expires_at = now + self.access_ttl
+            family.access_tokens[access] = family.access_expires_at
+            self._access_index[access] = family.family_id
+            if self.rotation:
+                new_refresh = self._new_token("rt")
+                family.retired_refresh.add(family.refresh_token)
+                family.refresh_token = new_refresh
+                family.refresh_expires_at = now + self.refresh_ttl
+                self._refresh_index[new_refresh] = family.family_id
+            family.refreshes += 1
+            return RefreshResult(
+                "ok",
+                tokens=IssuedTokens(
+                    access_token=access,
+                    refresh_token=family.refresh_token,
+                    family_id=family.family_id,
+                    expires_in=self.access_ttl,
+                    refresh_expires_in=max(0.0, family.refresh_expires_at - now),
+                    scope=family.scope,
+                ),
+                rotated=self.rotation,
+            )
+
+    def process_refresh(self, refresh_token: str, *, bound_access_token: str | None = None) -> RefreshResult:
+        """:meth:`refresh` plus counting: ``ok``, ``invalid_grant`` and ``invalid_grant:<reason>``
+        (``unknown``, ``revoked``, ``reused``, ``expired``), or ``bad_auth_header``."""
+        result = self.refresh(refresh_token, bound_access_token=bound_access_token)
+        with self._lock:
+            if result.outcome == "ok":
+                self._counters["ok"] += 1
+            elif result.outcome == "bad_auth":
+                self._counters["bad_auth_header"] += 1
+            else:
+                self._counters["invalid_grant"] += 1
+                self._counters[f"invalid_grant:{result.reason}"] += 1
+        return result
+
+    def _revoke(self, family: _Family, reason: str) -> None:
+        if family.revoked:
+            return
+        family.revoked = True
+        family.revoked_reason = reason
+        self._counters["family_revoked"] += 1
+
+    def revoke_family(self, family_id: str, reason: str = "revoked by test") -> None:
+        """Revoke a whole family (as a user withdrawing consent would)."""
+        with self._lock:
+            self._revoke(self._families[family_id], reason)
+
+    def family_of(self, token: str) -> str | None:
+        """The family id of an access or refresh token (current or retired), else ``None``."""
+        with self._lock:
+            return self._refresh_index.get(token) or self._access_index.get(token)
+
+    def current_tokens(self, family_id: str) -> FamilySnapshot:
+        """The family's current state (raises ``KeyError`` for an unknown family)."""
+        with self._lock:
+            return self._families[family_id].snapshot()
+
+    def families(self) -> list[str]:
+        """Every family id, oldest first."""
+        with self._lock:
+            return list(self._families)
+
+    @property
+    def families_revoked(self) -> int:
+        """How many families are revoked."""
+        with self._lock:
+            return sum(1 for f in self._families.values() if f.revoked)
+
+    def is_refresh_token_valid(self, refresh_token: str) -> bool:
+        """Whether a refresh now with this token would succeed (current, unexpired, family alive)."""
+        with self._lock:
+            family_id = self._refresh_index.get(refresh_token)
+            family = self._families.get(family_id) if family_id is not None else None
+            return (
+                family is not None
+                and not family.revoked
+                and family.refresh_token == refresh_token
+                and self.clock() < family.refresh_expires_at
+            )
+
+    def is_access_token_valid(self, access_token: str) -> bool:
+        """Whether the sample API would accept this access token now."""
+        with self._lock:
+            family_id = self._access_index.get(access_token)
+            family = self._families.get(family_id) if family_id is not None else None
+            if family is None or family.revoked:
+                return False
+            expires_at = family.access_tokens.get(access_token)
+            return expires_at is not None and self.clock() < expires_at
