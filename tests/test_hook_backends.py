@@ -86,6 +86,13 @@ def test_redis_lock_and_vault_store_from_connections(
     record, _ = VaultTokenStore(hvac.Client(url=vault_url, token=vault_token)).read(f"hooktest-{emu.port}")
     assert record is not None and record.refresh_token is not None
     assert emu.is_refresh_token_valid(record.refresh_token.get_secret_value())
+    # Read the secret as Vault itself holds it (not through the provider's store): KV v2 at the
+    # documented place, the record one JSON field of it, its refresh token the rotated one.
+    raw = hvac.Client(url=vault_url, token=vault_token).secrets.kv.v2.read_secret_version(
+        path=f"airflow/tokenrefresh/hooktest-{emu.port}", mount_point="secret", raise_on_deleted_version=True
+    )
+    stored = json.loads(raw["data"]["data"]["record"])
+    _assert_rotated_once(emu, seed, stored)
 
 
 @pytest.mark.slow
@@ -97,12 +104,19 @@ def test_postgres_lock_and_aws_store_from_connections(
     emu = emulator_factory("appid_json")
     seed = emu.issue_tokens()
     pg = psycopg.conninfo.conninfo_to_dict(postgres_server)
+    store_path = f"hooktest-aws-{emu.port}"
     result = _run(
         tmp_path,
         {
             "vendor": {
                 **_vendor_conn(
-                    emu, seed, store="aws", store_conn_id="aws_conn", lock="postgres", lock_conn_id="pg_conn"
+                    emu,
+                    seed,
+                    store="aws",
+                    store_conn_id="aws_conn",
+                    lock="postgres",
+                    lock_conn_id="pg_conn",
+                    store_path=store_path,
                 ),
                 "conn_type": "tokenrefresh_appid_json",
             },
@@ -121,4 +135,33 @@ def test_postgres_lock_and_aws_store_from_connections(
             },
         },
     )
-    assert result["store"] == "aws" and result["lock"] == "postgres" and result["generation"] == 1
+    assert result == {
+        "generation": 1,
+        "store": "aws",
+        "lock": "postgres",
+        "keeper_store": "AwsSecretsManagerTokenStore",
+        "keeper_lock": "PostgresRefreshLock",
+    }
+    # Read the secret back from moto with plain boto3 (not through the provider's store).
+    import boto3
+
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    secret = client.get_secret_value(SecretId=f"airflow/tokenrefresh/{store_path}", VersionStage="AWSCURRENT")
+    stored = json.loads(secret["SecretString"])
+    _assert_rotated_once(emu, seed, stored)
+
+
+def _assert_rotated_once(emu: Any, seed: Any, stored: dict[str, Any]) -> None:
+    """The stored record holds the vendor's one rotation: its tokens are live, the seed is dead."""
+    assert stored["generation"] == 1
+    assert emu.refresh_requests == 1
+    assert stored["refresh_token"] != seed.refresh_token
+    assert emu.is_refresh_token_valid(stored["refresh_token"])
+    assert emu.is_access_token_valid(stored["access_token"])
+    assert not emu.is_refresh_token_valid(seed.refresh_token)
