@@ -1,9 +1,16 @@
 """One contract, every store: file, OpenBao KV v2 (a real ``bao`` dev server), AWS Secrets Manager
-(a real moto server).
+(a real moto server), Airflow Variables (a real SQLite metadata database, ``airflow db migrate``d,
+the store run in a child process: see ``variable_server.py``).
 
 Each test uses keys of its own, so the session-wide servers need no cleaning between tests. Racing
 writers are threads with their own store (and so their own client), released together by a
 barrier; nothing waits on a clock.
+
+Variables have no compare-and-set (``atomic = False``): where the contract needs one (writers
+racing from one version), the Variable store is held to what it does promise instead: a write
+compares the stored value with the version it was given and refuses a stale one, and it reads its
+own write back; so whatever the race, the stored record is one a writer was told it wrote, and a
+writer still holding an older version is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,14 +92,38 @@ def _aws_backend(endpoint: str) -> Backend:
     return Backend("aws", lambda: AwsSecretsManagerTokenStore(_boto_client(endpoint)), plant)
 
 
-@pytest.fixture(params=["file", "vault", "aws"])
+@pytest.fixture(scope="session")
+def variable_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A migrated SQLite metadata database and the child process serving Variable stores on it."""
+    from .variable_server import VariableStoreServer
+
+    server = VariableStoreServer(tmp_path_factory.mktemp("variable_store_home"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def _variable_backend(server: Any) -> Backend:
+    return Backend("variable", server.new_store, server.plant)
+
+
+@pytest.fixture(params=["file", "vault", "aws", "variable"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "file":
         return _file_backend(tmp_path / "records")
     if request.param == "vault":
         url, token = request.getfixturevalue("bao_server")
         return _vault_backend(url, token)
+    if request.param == "variable":
+        return _variable_backend(request.getfixturevalue("variable_server"))
     return _aws_backend(request.getfixturevalue("moto_server"))
+
+
+def test_only_the_variable_store_lacks_a_compare_and_set(backend: Backend) -> None:
+    # The racing tests below hold a store without one to a weaker promise: say which that is.
+    assert backend.store.atomic is (backend.kind != "variable")
 
 
 def _key(tail: str = "conn") -> str:
@@ -152,18 +183,19 @@ def test_stale_version_is_a_conflict_and_changes_nothing(backend: Backend) -> No
     assert backend.store.read(key) == (current, v2)
 
 
-def _race(backend: Backend, key: str, base: Any, writers: int) -> tuple[list[int], list[BaseException]]:
-    """``writers`` threads, each with its own store, write from ``base`` at once; who won, what else."""
+def _race(backend: Backend, key: str, base: Any, writers: int) -> tuple[dict[int, Any], list[BaseException]]:
+    """``writers`` threads, each with its own store, write from ``base`` at once: each winner and
+    the version it was given, and anything raised other than a conflict."""
     stores = [backend.new_store() for _ in range(writers)]
     barrier = threading.Barrier(writers)
-    winners: list[int] = []
+    winners: dict[int, Any] = {}
     unexpected: list[BaseException] = []
     guard = threading.Lock()
 
     def write(n: int) -> None:
         barrier.wait()
         try:
-            stores[n].write(key, _record(f"writer-{n}-token", generation=100 + n), base)
+            version = stores[n].write(key, _record(f"writer-{n}-token", generation=100 + n), base)
         except StoreConflict:
             return
         except BaseException as exc:
@@ -171,7 +203,7 @@ def _race(backend: Backend, key: str, base: Any, writers: int) -> tuple[list[int
                 unexpected.append(exc)
             return
         with guard:
-            winners.append(n)
+            winners[n] = version
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     for thread in threads:
@@ -182,24 +214,62 @@ def _race(backend: Backend, key: str, base: Any, writers: int) -> tuple[list[int
     return winners, unexpected
 
 
+def _check_race(backend: Backend, key: str, base: Any, winners: dict[int, Any]) -> Any:
+    """What a race from ``base`` must leave behind; returns the version now stored."""
+    record, version = backend.store.read(key)
+    assert record is not None
+    writer = record.generation - 100
+    if backend.store.atomic:
+        # Compare-and-set: exactly one writer wins, and it is the one whose record is stored.
+        assert list(winners) == [writer], winners
+    else:
+        # No compare-and-set: overlapping writers may each be told they wrote. What holds: at least
+        # one write lands; the stored record is one a writer was told it wrote, under exactly the
+        # version that writer was given (its read-back saw it) ...
+        assert winners, "every racing writer was refused"
+        assert writer in winners, (writer, winners)
+    assert winners[writer] == version
+    # ... and a writer still holding the version the race started from is refused, changing nothing.
+    with pytest.raises(StoreConflict):
+        backend.new_store().write(key, _record("late-stale-writer", generation=999), base)
+    assert backend.store.read(key) == (record, version)
+    return version
+
+
 def test_writers_racing_from_the_same_version_exactly_one_wins(backend: Backend) -> None:
     key = _key()
     version = backend.store.write(key, _record(generation=1), None)
     for _ in range(4):  # each round races from the version the previous winner wrote
         winners, unexpected = _race(backend, key, version, writers=6)
         assert unexpected == []
-        assert len(winners) == 1
-        record, version = backend.store.read(key)
-        assert record is not None and record.generation == 100 + winners[0]
+        version = _check_race(backend, key, version, winners)
 
 
 def test_writers_racing_to_create_exactly_one_wins(backend: Backend) -> None:
     key = _key()
     winners, unexpected = _race(backend, key, None, writers=6)
     assert unexpected == []
-    assert len(winners) == 1
-    record, _ = backend.store.read(key)
-    assert record is not None and record.generation == 100 + winners[0]
+    _check_race(backend, key, None, winners)
+
+
+def test_a_writer_that_read_before_another_wrote_is_refused(backend: Backend) -> None:
+    """Read-compare-write, as the keeper uses every store: two readers of one version, one writes
+    first; the other's write is refused (a store without compare-and-set included), and succeeds
+    once it has read again."""
+    key = _key()
+    base = backend.store.write(key, _record(generation=1), None)
+    first, second = backend.new_store(), backend.new_store()
+    seen_first, seen_second = first.read(key), second.read(key)
+    assert seen_first[1] == seen_second[1] == base
+    v2 = first.write(key, _record("first-writer", generation=2), seen_first[1])
+    with pytest.raises(StoreConflict):
+        second.write(key, _record("second-writer", generation=2), seen_second[1])
+    record, version = backend.store.read(key)
+    assert version == v2 and record is not None and record.refresh_token is not None
+    assert record.refresh_token.get_secret_value() == "first-writer"
+    again = second.read(key)
+    v3 = second.write(key, _record("second-writer", generation=3), again[1])
+    assert backend.new_store().read(key)[1] == v3 != v2
 
 
 @pytest.mark.parametrize(
