@@ -1,15 +1,24 @@
 """The provider on real Airflow 3.3 components (not `airflow dags test`): connections in the UI
 metadata, the example DAGs against every emulated vendor, deferral to the triggerer, persisted
-rotation, masking in real task logs, the connection test in the api-server, and the CLI."""
+rotation, masking in real task logs, the connection test in the api-server, and the CLI.
+
+The deployment is shared by the session, but no test relies on another having run first: each
+one seeds the connections it uses from a fresh token family, with no stored record left from
+earlier tests, and runs whatever it inspects."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from airflow_provider_tokenrefresh.testing.stack import COMPONENTS
 
 from .conftest import DIALECTS, Deployment
 
@@ -49,6 +58,23 @@ def test_hook_meta_declares_the_fields_of_every_connection_type(deployment: Depl
     assert "dialect" not in metas["tokenrefresh_oauth2_basic"]["extra_fields"]
 
 
+def _fresh(deployment: Deployment, dialect: str) -> Any:
+    """Seed ``dialect``'s connection with a new token family and no stored record (generation 0)."""
+    with deployment.stack.api() as api:
+        response = api.delete(f"/api/v2/variables/tokenrefresh_token__{deployment.conn_id(dialect)}")
+    assert response.status_code in (204, 404), response.status_code
+    return deployment.seed_connection(dialect)
+
+
+def _run(deployment: Deployment, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    """Trigger ``dag_id``, wait for it, insist on success; return the run id."""
+    stack = deployment.stack
+    run_id = stack.trigger(dag_id, conf)
+    state = stack.wait_run(dag_id, run_id, timeout=300)
+    assert state == "success", stack.explain(dag_id, run_id)
+    return run_id
+
+
 def _xcom(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> object:
     with deployment.stack.api() as api:
         response = api.get(
@@ -62,7 +88,7 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
     deployment: Deployment,
 ) -> None:
     stack = deployment.stack
-    seeds = {d: deployment.seed_connection(d) for d in DIALECTS}
+    seeds = {d: _fresh(deployment, d) for d in DIALECTS}
     for emu in deployment.emulators.values():
         emu.reset_counters()
         # The vendor is briefly down: the sensor's first check in the worker fails (503), so it
@@ -107,14 +133,18 @@ def test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor(
 
 
 def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment: Deployment) -> None:
-    stack = deployment.stack
+    seeds = {d: _fresh(deployment, d) for d in DIALECTS}
+    # The first run spends each seed: the vendor rotates, the seed is dead from now on.
+    _run(deployment, "example_token_keeper", {"force": True})
     before = {d: deployment.stored_refresh_token(d) for d in DIALECTS}
+    for dialect in DIALECTS:
+        stored = before[dialect]
+        assert stored is not None and stored != seeds[dialect].refresh_token
+        assert not deployment.emulators[dialect].is_refresh_token_valid(seeds[dialect].refresh_token)
     revoked_before = {d: deployment.emulators[d].families_revoked for d in DIALECTS}
     for emu in deployment.emulators.values():
         emu.reset_counters()
-    run_id = stack.trigger("example_token_keeper", {"force": True})
-    state = stack.wait_run("example_token_keeper", run_id, timeout=300)
-    assert state == "success", stack.explain("example_token_keeper", run_id)
+    run_id = _run(deployment, "example_token_keeper", {"force": True})
     result = _xcom(deployment, "example_token_keeper", run_id, "refresh_tokens")
     assert isinstance(result, dict)
     for dialect in DIALECTS:
@@ -123,8 +153,10 @@ def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment:
         # Sending the dead seed would have been a reuse: invalid_grant and a revoked family.
         assert emu.counters.get("invalid_grant", 0) == 0
         assert emu.families_revoked == revoked_before[dialect]
-        assert emu.requests[0].body.find(deployment.seeds[dialect].refresh_token.encode()) == -1
-        assert deployment.seeds[dialect].refresh_token not in emu.requests[0].query
+        assert emu.requests, "the second run sent nothing"
+        for request in emu.requests:
+            assert request.body.find(seeds[dialect].refresh_token.encode()) == -1
+            assert seeds[dialect].refresh_token not in request.query
         after = deployment.stored_refresh_token(dialect)
         assert after != before[dialect]
         assert after is not None and emu.is_refresh_token_valid(after)
@@ -135,26 +167,45 @@ def test_second_run_uses_the_persisted_token_not_the_connection_seed(deployment:
 
 def test_a_careless_print_of_the_token_is_masked_in_the_real_task_log(deployment: Deployment) -> None:
     stack = deployment.stack
-    run_id = stack.trigger("careless_consumer", {"conn_id": deployment.conn_id("oauth2_basic")})
-    state = stack.wait_run("careless_consumer", run_id, timeout=300)
-    assert state == "success", stack.explain("careless_consumer", run_id)
+    _fresh(deployment, "oauth2_basic")
+    run_id = _run(deployment, "careless_consumer", {"conn_id": deployment.conn_id("oauth2_basic")})
     log = stack.run_logs("careless_consumer", run_id)
     assert "careless print of the token: ***" in log
     assert "careless log of the token: ***" in log
     assert isinstance(_xcom(deployment, "careless_consumer", run_id, "careless"), int)
 
 
+# The careless DAG's own two messages, up to the token it prints (one word).
+_CARELESS_PRINT = re.compile(r"(careless (?:print|log) of the token: )\S+")
+
+
+def _everything_logged(deployment: Deployment) -> str:
+    """Every task and trigger log, unfiltered, and every component's output. Airflow 3.3.2's
+    LocalExecutor echoes task output to the scheduler's stdout *without* masking: there, and only
+    there, the token the careless DAG prints on purpose is cut out (the rest of its lines stays)."""
+    stack = deployment.stack
+    parts = [p.read_text(errors="replace") for p in sorted((stack.home / "logs").rglob("*")) if p.is_file()]
+    for name in COMPONENTS:
+        output = stack.output(name)
+        if name == "scheduler":
+            output = _CARELESS_PRINT.sub(r"\1<printed by careless_consumer>", output)
+        parts.append(output)
+    return "\n".join(parts)
+
+
 def test_no_canary_in_any_log_xcom_or_rendered_field(deployment: Deployment) -> None:
     stack = deployment.stack
+    # Refresh activity of its own: every vendor through a task, and the careless DAG's prints.
+    for dialect in DIALECTS:
+        _fresh(deployment, dialect)
+    _run(deployment, "example_token_keeper", {"force": True})
+    careless_run = _run(deployment, "careless_consumer", {"conn_id": deployment.conn_id("oauth2_basic")})
     canaries = deployment.canaries()
     assert len(canaries) >= 3 * len(DIALECTS)
-    # Airflow 3.3.2's LocalExecutor echoes task output to the scheduler's stdout *without* masking.
-    # Nothing of ours logs a token, so only the deliberately careless DAG's own prints may appear
-    # there; those lines are left out here (the task log itself is checked masked above).
-    everything = "\n".join(
-        line for line in stack.all_logs().splitlines() if not ("careless" in line and "of the token" in line)
-    )
+    everything = _everything_logged(deployment)
     assert "Refresh" in everything  # the logs really hold the refresh activity
+    # The careless task's own log is read whole: its prints are there, masked.
+    assert "careless print of the token: ***" in stack.run_logs("careless_consumer", careless_run)
     with stack.api() as api:
         for dag_id in ("example_token_consumer", "example_token_keeper", "careless_consumer"):
             runs = api.get(f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"]
@@ -179,8 +230,9 @@ def _where(text: str, secret: str) -> str:
 def test_connection_test_button_runs_in_the_api_server(deployment: Deployment) -> None:
     emu = deployment.emulators["appid_json"]
     seed = emu.issue_tokens()
+    conn_id = f"ui_test_appid_{uuid.uuid4().hex[:8]}"  # a connection never tested before
     body = {
-        "connection_id": "ui_test_appid",
+        "connection_id": conn_id,
         "conn_type": "tokenrefresh_appid_json",
         "host": emu.base_url,
         "login": emu.client_id,
@@ -192,10 +244,16 @@ def test_connection_test_button_runs_in_the_api_server(deployment: Deployment) -
         bad = api.post("/api/v2/connections/test", json={**body, "password": "wrong-secret-123"}).json()
     assert ok["status"] is True, ok
     assert "generation 1" in ok["message"]
+    assert f"key tokenrefresh_token__{conn_id}" in ok["message"]  # under the real id, not the transient one
     assert bad["status"] is False
     assert "100208" in bad["message"]
     assert "wrong-secret-123" not in bad["message"]
-    assert not emu.is_refresh_token_valid(seed.refresh_token)  # rotated, and the new one was persisted
+    assert not emu.is_refresh_token_valid(seed.refresh_token)  # rotated: the seed is spent ...
+    stored = deployment.stored_refresh_token_of(conn_id)
+    assert stored is not None and stored != seed.refresh_token  # ... the new one was stored ...
+    assert emu.is_refresh_token_valid(stored)  # ... and the vendor takes it
+    for message in (ok["message"], bad["message"]):
+        assert seed.refresh_token not in message and stored not in message
 
 
 def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
@@ -207,7 +265,11 @@ def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]
 
 def test_cli_status_and_refresh_share_the_store_with_tasks(deployment: Deployment) -> None:
     conn_id = deployment.conn_id("query_basic")
+    _fresh(deployment, "query_basic")
+    # A task stores the record first; the CLI then reads and refreshes that same record.
+    _run(deployment, "example_token_keeper", {"conn_ids": [conn_id], "force": True})
     before = json.loads(_cli(deployment, "status", "--json", conn_id).stdout)[0]
+    assert before["generation"] == 1
     refreshed = _cli(deployment, "refresh", conn_id, "--force")
     assert refreshed.returncode == 0, refreshed.stderr[-2000:]
     result = json.loads(refreshed.stdout)
