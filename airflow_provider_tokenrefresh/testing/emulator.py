@@ -28,13 +28,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from airflow_provider_tokenrefresh.testing.clock import ManualClock
 from airflow_provider_tokenrefresh.testing.faults import FAULT_KINDS, Fault, FaultInjection
 from airflow_provider_tokenrefresh.testing.server import (
     MAX_REQUEST_BODY,
     IncomingRequest,
+    RecordedAnswer,
     RecordedRequest,
     Response,
     _Handler,
@@ -55,7 +56,7 @@ from airflow_provider_tokenrefresh.testing.state import (
 from airflow_provider_tokenrefresh.testing.tls import TLSConfig, check_loopback
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
     from typing import Self
 
@@ -71,6 +72,7 @@ __all__ = [
     "IncomingRequest",
     "IssuedTokens",
     "ManualClock",
+    "RecordedAnswer",
     "RecordedRequest",
     "RefreshOutcome",
     "RefreshResult",
@@ -128,6 +130,8 @@ class VendorEmulator(TokenState, FaultInjection):
         ``=``, which catches clients that do not percent-encode them).
     :param revoke_old_access_tokens: a refresh invalidates the family's earlier access tokens
         (default ``False``: they stay valid until they expire, as with most vendors).
+    :param extra_fields: fields the vendor document does not list, added to the top level of every
+        successful token answer (default: none; an answer holds exactly the documented fields).
     """
 
     name: ClassVar[str] = "vendor"
@@ -159,6 +163,7 @@ class VendorEmulator(TokenState, FaultInjection):
         clock: Callable[[], float] = time.time,
         token_charset: TokenCharset = "urlsafe",  # noqa: S107 - not a password
         revoke_old_access_tokens: bool = False,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> None:
         if token_charset not in ("urlsafe", "base64"):
             raise ValueError(f"token_charset must be 'urlsafe' or 'base64', not {token_charset!r}")
@@ -175,6 +180,7 @@ class VendorEmulator(TokenState, FaultInjection):
         self.clock = clock
         self.token_charset: TokenCharset = token_charset
         self.revoke_old_access_tokens = revoke_old_access_tokens
+        self.extra_fields: dict[str, Any] = dict(extra_fields or {})
 
         self._lock = threading.RLock()
         self._families: dict[str, _Family] = {}
@@ -184,6 +190,7 @@ class VendorEmulator(TokenState, FaultInjection):
         self._counters: Counter[str] = Counter()
         self._refresh_requests = 0
         self._requests: list[RecordedRequest] = []
+        self._answers: list[RecordedAnswer] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -276,7 +283,8 @@ class VendorEmulator(TokenState, FaultInjection):
         Token endpoint: ``ok``; ``invalid_grant`` (any rejected refresh token, whatever the vendor
         calls it) with ``invalid_grant:unknown|revoked|reused|expired``; ``reuse_detected`` (a
         retired token was presented and its family revoked); ``bad_client``; ``bad_request``;
-        ``unsupported_grant_type``; ``bad_auth_header`` (isales ``Authentication``); ``frozen``
+        ``unsupported_grant_type``; ``bad_auth_header`` (isales ``Authentication``) with
+        ``bad_auth_header:expired``; ``frozen``
         (iot); ``account_suspended`` (isales); ``method_not_allowed``; ``fault:<kind>``.
         Elsewhere: ``issued`` (:meth:`issue_tokens`), ``family_revoked``, ``sample:ok``,
         ``sample:unauthorized``, ``not_found``, ``tls_handshake_failed``.
@@ -296,12 +304,20 @@ class VendorEmulator(TokenState, FaultInjection):
         with self._lock:
             return list(self._requests)
 
+    @property
+    def answers(self) -> list[RecordedAnswer]:
+        """Every token-endpoint answer as sent (a copy), oldest first, in the order of :attr:`requests`
+        once each request is answered (a held answer appears when it is sent)."""
+        with self._lock:
+            return list(self._answers)
+
     def reset_counters(self) -> None:
-        """Zero the counters and ``refresh_requests`` and forget the recorded requests."""
+        """Zero the counters and ``refresh_requests`` and forget the recorded requests and answers."""
         with self._lock:
             self._counters.clear()
             self._refresh_requests = 0
             self._requests.clear()
+            self._answers.clear()
 
     # -- dispatch -----------------------------------------------------------------------------------
 
@@ -322,6 +338,20 @@ class VendorEmulator(TokenState, FaultInjection):
             return Response.json(500, {"error": "emulator_internal_error"})
 
     def _token_endpoint(self, request: IncomingRequest) -> Response:
+        response = self._answer_token_request(request)
+        with self._lock:
+            self._answers.append(
+                RecordedAnswer(
+                    status=0 if response.drop else response.status,
+                    headers=tuple(response.headers),
+                    body=b"" if response.drop else response.body,
+                    content_type=None if response.drop else response.content_type,
+                    dropped=response.drop,
+                )
+            )
+        return response
+
+    def _answer_token_request(self, request: IncomingRequest) -> Response:
         with self._lock:
             self._refresh_requests += 1
             self._requests.append(
@@ -366,6 +396,12 @@ class VendorEmulator(TokenState, FaultInjection):
         return response
 
     # -- what subclasses define ---------------------------------------------------------------------
+
+    def success_response(
+        self, body: Mapping[str, Any], headers: list[tuple[str, str]] | None = None
+    ) -> Response:
+        """A 200 token answer: the documented ``body`` plus :attr:`extra_fields` (if any) on top."""
+        return Response.json(200, {**body, **self.extra_fields}, headers)
 
     def handle_token_request(self, request: IncomingRequest) -> Response:
         """Validate a token request in the vendor's wire format and answer it (subclasses)."""

@@ -29,6 +29,28 @@ MAX_REQUEST_BODY = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class RecordedAnswer:
+    """What the token endpoint answered to one request (``dropped``: the connection was closed).
+
+    :param status: HTTP status (``0`` when dropped).
+    :param headers: the extra headers sent (``Content-Type`` and ``Content-Length`` not included).
+    :param body: the body bytes.
+    :param content_type: the ``Content-Type`` sent, if any.
+    :param dropped: no answer was sent.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    content_type: str | None = None
+    dropped: bool = False
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """A token-endpoint request exactly as it arrived on the wire.
 

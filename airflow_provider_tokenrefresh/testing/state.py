@@ -183,12 +183,20 @@ class TokenState(Ledger):
                 scope=family.scope,
             )
 
-    def refresh(self, refresh_token: str, *, bound_access_token: str | None = None) -> RefreshResult:
+    def refresh(
+        self,
+        refresh_token: str,
+        *,
+        bound_access_token: str | None = None,
+        bound_may_be_expired: bool = True,
+    ) -> RefreshResult:
         """The refresh engine every vendor shares (also callable directly from tests).
 
         :param refresh_token: the presented refresh token.
-        :param bound_access_token: when given, it must be the family's current access token (expired
-            or not) or the answer is ``bad_auth`` and nothing changes (isales' ``Authentication``).
+        :param bound_access_token: when given, it must be the family's current access token or the
+            answer is ``bad_auth`` and nothing changes (isales' ``Authentication``).
+        :param bound_may_be_expired: whether that access token still counts once it has expired
+            (``False``: an expired one is ``bad_auth`` with reason ``expired access token``).
         """
         with self._lock:
             now = self.clock()
@@ -208,6 +216,12 @@ class TokenState(Ledger):
                 return RefreshResult("invalid_grant", "expired")
             if bound_access_token is not None and not secrets_equal(bound_access_token, family.access_token):
                 return RefreshResult("bad_auth", "access token is not the family's current one")
+            if (
+                bound_access_token is not None
+                and not bound_may_be_expired
+                and now >= family.access_expires_at
+            ):
+                return RefreshResult("bad_auth", "expired access token")
 
             access = self._new_token("at")
             if self.revoke_old_access_tokens:
@@ -238,15 +252,26 @@ class TokenState(Ledger):
                 rotated=self.rotation,
             )
 
-    def process_refresh(self, refresh_token: str, *, bound_access_token: str | None = None) -> RefreshResult:
+    def process_refresh(
+        self,
+        refresh_token: str,
+        *,
+        bound_access_token: str | None = None,
+        bound_may_be_expired: bool = True,
+    ) -> RefreshResult:
         """:meth:`refresh` plus counting: ``ok``, ``invalid_grant`` and ``invalid_grant:<reason>``
-        (``unknown``, ``revoked``, ``reused``, ``expired``), or ``bad_auth_header``."""
-        result = self.refresh(refresh_token, bound_access_token=bound_access_token)
+        (``unknown``, ``revoked``, ``reused``, ``expired``), or ``bad_auth_header`` (and
+        ``bad_auth_header:expired`` when the bound access token had expired)."""
+        result = self.refresh(
+            refresh_token, bound_access_token=bound_access_token, bound_may_be_expired=bound_may_be_expired
+        )
         with self._lock:
             if result.outcome == "ok":
                 self._counters["ok"] += 1
             elif result.outcome == "bad_auth":
                 self._counters["bad_auth_header"] += 1
+                if result.reason == "expired access token":
+                    self._counters["bad_auth_header:expired"] += 1
             else:
                 self._counters["invalid_grant"] += 1
                 self._counters[f"invalid_grant:{result.reason}"] += 1

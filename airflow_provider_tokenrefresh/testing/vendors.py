@@ -17,7 +17,7 @@ of an emulator is to disagree with a wrong preset.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, ClassVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Unpack
 from urllib.parse import parse_qs
 
 from airflow_provider_tokenrefresh.testing.emulator import (
@@ -174,7 +174,7 @@ class OAuth2BasicEmulator(_OAuth2Style):
             body["refresh_token"] = tokens.refresh_token
         body["expires_in"] = max(0, int(self.access_ttl) - 1)
         body["scope"] = tokens.scope or "get_user_info"
-        return Response.json(200, body, NO_STORE)
+        return self.success_response(body, NO_STORE)
 
 
 class OAuth2PostEmulator(_OAuth2Style):
@@ -234,7 +234,7 @@ class OAuth2PostEmulator(_OAuth2Style):
         }
         if not self.omit_refresh_token:
             body["refresh_token"] = tokens.refresh_token
-        return Response.json(200, body, NO_STORE)
+        return self.success_response(body, NO_STORE)
 
 
 class BabelBirdEmulator(_OAuth2Style):
@@ -243,14 +243,18 @@ class BabelBirdEmulator(_OAuth2Style):
     ``POST /api/refreshToken.do?grant_type=refresh_token&refresh_token=...``: both parameters in
     the QUERY STRING, client credentials as ``Authorization: Basic base64(client_id:client_secret)``.
 
-    * 200 ``{access_token, token_type: "Bearer", refresh_token, expires_in: 3600}``.
+    * 200 ``{access_token, refresh_token, expires_in: 3600}``: exactly the three fields the document
+      lists under "Return results" (no ``token_type``: add it with ``extra_fields``). The document
+      gives no type for ``expires_in``; the emulator sends a number, ``expires_as_string=True`` sends
+      ``"3600"``.
     * Errors are not documented; the emulator answers OAuth2-style: 401 ``{"error":
       "invalid_client"}`` (+ ``WWW-Authenticate: Basic``) for bad Basic credentials, 400
       ``invalid_grant`` ``"Invalid refresh token"`` for a bad token, 400 ``invalid_request`` when
       ``grant_type``/``refresh_token`` is not in the query string (a form body does not count),
       400 ``unsupported_grant_type``.
 
-    Defaults: access token 3600 s, refresh token 30 days. Extra option ``omit_refresh_token``.
+    Defaults: access token 3600 s, refresh token 30 days. Extra options ``omit_refresh_token``,
+    ``expires_as_string``.
     """
 
     name: ClassVar[str] = "query_basic"
@@ -260,6 +264,17 @@ class BabelBirdEmulator(_OAuth2Style):
     default_access_ttl: ClassVar[float] = 3600.0
     default_refresh_ttl: ClassVar[float] = 30 * DAY
     default_scope: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        *,
+        omit_refresh_token: bool = False,
+        expires_as_string: bool = False,
+        **kwargs: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(omit_refresh_token=omit_refresh_token, **kwargs)
+        self.expires_as_string = expires_as_string
+        """Emit ``expires_in`` as ``"3600"`` rather than ``3600`` (the document gives no type)."""
 
     def handle_token_request(self, request: IncomingRequest) -> Response:
         """Validate and answer one refresh request."""
@@ -277,11 +292,11 @@ class BabelBirdEmulator(_OAuth2Style):
         )
         if isinstance(tokens, Response):
             return tokens
-        body: dict[str, Any] = {"access_token": tokens.access_token, "token_type": "Bearer"}
+        body: dict[str, Any] = {"access_token": tokens.access_token}
         if not self.omit_refresh_token:
             body["refresh_token"] = tokens.refresh_token
-        body["expires_in"] = int(self.access_ttl)
-        return Response.json(200, body, NO_STORE)
+        body["expires_in"] = str(int(self.access_ttl)) if self.expires_as_string else int(self.access_ttl)
+        return self.success_response(body, NO_STORE)
 
 
 def _json_object(request: IncomingRequest) -> dict[str, Any] | None:
@@ -301,11 +316,15 @@ class IotAppIdEmulator(VendorEmulator):
 
     * 200 ``{accessToken, tokenType: "Bearer", expiresIn, refreshToken, scope: "default"}``;
       ``expiresIn`` is a string (``"3600"``, as the document's example quotes it) unless
-      ``expires_as_string=False``.
-    * Errors ``{"error_code": "<code>", "error_desc": "<text>"}``: 400 ``102202`` (a field missing,
-      null or empty), 401 ``100208`` (appId/secret wrong), 400 ``100449`` (``frozen`` is set), 400
-      ``50400`` (invalid input: not JSON, wrong content type, wrong types, or an invalid, expired,
-      reused or revoked refresh token), 500 ``50252`` (fault injection).
+      ``expires_as_string=False`` (a number, as its table types it: ``Integer``).
+    * Errors ``{"error_code": "<code>", "error_desc": "<text>"}`` (the document gives the codes and
+      texts, not the field names: ``error_fields`` renames them): 400 ``102202`` (a field missing,
+      null or empty; ``missing_field_code="50400"`` answers ``50400`` instead, which the document
+      also allows: "An input parameter is invalid"), 401 ``100208`` (appId/secret wrong), 400
+      ``100449`` (``frozen`` is set), 400 ``50400`` (invalid input: not JSON, wrong content type,
+      wrong types, a field longer than 256 characters, or an invalid, expired, reused or revoked
+      refresh token — the document names no code for a dead refresh token), 500 ``50252`` (fault
+      injection).
 
     Defaults: access token 3600 s, refresh token 30 days.
     """
@@ -319,16 +338,30 @@ class IotAppIdEmulator(VendorEmulator):
     default_scope: ClassVar[str | None] = "default"
     max_field_length: ClassVar[int] = 256
 
-    def __init__(self, *, expires_as_string: bool = True, **kwargs: Unpack[CommonOptions]) -> None:
+    def __init__(
+        self,
+        *,
+        expires_as_string: bool = True,
+        missing_field_code: Literal["102202", "50400"] = "102202",
+        error_fields: tuple[str, str] = ("error_code", "error_desc"),
+        **kwargs: Unpack[CommonOptions],
+    ) -> None:
         super().__init__(**kwargs)
+        if missing_field_code not in ("102202", "50400"):
+            raise ValueError(f"missing_field_code must be '102202' or '50400', not {missing_field_code!r}")
         self.expires_as_string = expires_as_string
-        """Emit ``expiresIn`` as ``"3600"`` (default) rather than ``3600``."""
+        """Emit ``expiresIn`` as ``"3600"`` (default, the example) rather than ``3600`` (the table)."""
+        self.missing_field_code = missing_field_code
+        """The code of the answer to a missing, null or empty field: ``102202`` or ``50400``."""
+        self.error_fields = error_fields
+        """The names of the error body's code and description fields."""
         self.frozen = False
         """Admin toggle: the app is frozen; refreshes answer 400 ``100449``."""
 
     def error_response(self, status: int, code: str, text: str) -> Response:
-        """``{"error_code", "error_desc"}``."""
-        return Response.json(status, {"error_code": code, "error_desc": text})
+        """``{"error_code", "error_desc"}`` (or the names in :attr:`error_fields`)."""
+        code_field, text_field = self.error_fields
+        return Response.json(status, {code_field: code, text_field: text})
 
     def fault_error(self, status: int) -> Response:
         """500 → ``50252``; 503 and 429 (undocumented) carry their status as the code."""
@@ -339,7 +372,8 @@ class IotAppIdEmulator(VendorEmulator):
 
     def ok_error_body(self) -> dict[str, Any]:
         """``50252`` with HTTP 200."""
-        return {"error_code": "50252", "error_desc": "Internal server error."}
+        code_field, text_field = self.error_fields
+        return {code_field: "50252", text_field: "Internal server error."}
 
     def _error(self, counter: str, status: int, code: str, text: str) -> Response:
         self._count(counter)
@@ -355,6 +389,8 @@ class IotAppIdEmulator(VendorEmulator):
             return self._error(*invalid)
         fields = ("appId", "secret", "refreshToken")
         if any(body.get(name) in (None, "") for name in fields):
+            if self.missing_field_code == "50400":
+                return self._error(*invalid)
             return self._error("bad_request", 400, "102202", "Required Parameter is null or empty.")
         values = [body[name] for name in fields]
         if not all(isinstance(v, str) and len(v) <= self.max_field_length for v in values):
@@ -371,8 +407,7 @@ class IotAppIdEmulator(VendorEmulator):
         expires_in: int | str = int(self.access_ttl)
         if self.expires_as_string:
             expires_in = str(expires_in)
-        return Response.json(
-            200,
+        return self.success_response(
             {
                 "accessToken": tokens.access_token,
                 "tokenType": "Bearer",
@@ -393,19 +428,22 @@ class IsalesBearerEmulator(VendorEmulator):
 
     ``POST /rest/isales/v1/openapi/obs/auth/refresh`` with ``Content-Type: application/json``, the
     header ``Authentication: Bearer <the family's current access token>`` (``Authentication``, not
-    ``Authorization``; the current access token is accepted even when expired) and the body
-    ``{"refreshToken": "..."}``. No client id/secret.
+    ``Authorization``) and the body ``{"refreshToken": "..."}``. No client id/secret. The document
+    does not say whether an expired access token may still authenticate the refresh: by default it
+    may not (403, nothing changes); ``accept_expired_access_token=True`` accepts the family's current
+    access token even after it expired.
 
     * 200 ``{"result": "0", "resultData": {"token", "tokenExpirationTime": 300, "refreshToken",
       "refreshExpirationTime": 3600}}`` (seconds). ``result_as_int=True`` emits ``"result": 0`` (the
       document's example) and applies to error results too; ``numbers_as_strings=True`` emits the
       two expiration times as strings (the document's table types them ``String``).
-    * Errors ``{"result": "<status>", "resultDesc": "<text>"}``: 400 (wrong content type, bad
-      JSON, ``refreshToken`` missing/empty), 401 (``account_suspended`` is set), 403 ``Authentication
-      failed.`` (missing/malformed ``Authentication`` header, an access token that is not the
-      family's current one, or an invalid/expired/reused/revoked refresh token), 404 (other paths),
-      500 ``Business failure`` (fault injection). ``ok_with_error_body`` sends HTTP 200 with
-      ``result`` ``"1"``.
+    * Errors ``{"result": "<status>"}`` (``result`` is the document's only field for a failure;
+      ``error_descriptions=True`` adds an undocumented ``"resultDesc": "<text>"``): 400 (wrong
+      content type, bad JSON, ``refreshToken`` missing/empty), 401 (``account_suspended`` is set),
+      403 ``Authentication failed.`` (missing/malformed ``Authentication`` header, an access token
+      that is not the family's current one or has expired, or an invalid/expired/reused/revoked
+      refresh token), 404 (other paths), 500 ``Business failure`` (fault injection).
+      ``ok_with_error_body`` sends HTTP 200 with ``result`` ``"1"``.
 
     Defaults: access token 300 s, refresh token 3600 s.
     """
@@ -423,9 +461,15 @@ class IsalesBearerEmulator(VendorEmulator):
         *,
         result_as_int: bool = False,
         numbers_as_strings: bool = False,
+        accept_expired_access_token: bool = False,
+        error_descriptions: bool = False,
         **kwargs: Unpack[CommonOptions],
     ) -> None:
         super().__init__(**kwargs)
+        self.accept_expired_access_token = accept_expired_access_token
+        """Accept the family's current access token in ``Authentication`` after it expired."""
+        self.error_descriptions = error_descriptions
+        """Add the undocumented ``resultDesc`` text to error answers."""
         self.result_as_int = result_as_int
         """Emit ``result`` as a number (``0``) instead of a string (``"0"``)."""
         self.numbers_as_strings = numbers_as_strings
@@ -437,8 +481,14 @@ class IsalesBearerEmulator(VendorEmulator):
         return code if self.result_as_int else str(code)
 
     def error_response(self, status: int, code: str, text: str) -> Response:
-        """``{"result": "<status>", "resultDesc": "<text>"}``."""
-        return Response.json(status, {"result": self._result(status), "resultDesc": text})
+        """``{"result": "<status>"}`` (plus ``"resultDesc": "<text>"`` with ``error_descriptions``)."""
+        return Response.json(status, self._failure(status, text))
+
+    def _failure(self, code: int, text: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"result": self._result(code)}
+        if self.error_descriptions:
+            body["resultDesc"] = text
+        return body
 
     def fault_error(self, status: int) -> Response:
         """500 ``Business failure``; 503/429 (undocumented) in the same shape."""
@@ -447,7 +497,7 @@ class IsalesBearerEmulator(VendorEmulator):
 
     def ok_error_body(self) -> dict[str, Any]:
         """``result`` 1 with HTTP 200."""
-        return {"result": self._result(1), "resultDesc": "Business failure."}
+        return self._failure(1, "Business failure.")
 
     def _error(self, counter: str, status: int, text: str) -> Response:
         self._count(counter)
@@ -466,7 +516,11 @@ class IsalesBearerEmulator(VendorEmulator):
         refresh_token = body.get("refreshToken") if body is not None else None
         if not isinstance(refresh_token, str) or not refresh_token:
             return self._error("bad_request", 400, "Incorrect request.")
-        result: RefreshResult = self.process_refresh(refresh_token, bound_access_token=access_token)
+        result: RefreshResult = self.process_refresh(
+            refresh_token,
+            bound_access_token=access_token,
+            bound_may_be_expired=self.accept_expired_access_token,
+        )
         if result.outcome != "ok" or result.tokens is None:
             return self.error_response(403, "403", "Authentication failed.")
         tokens = result.tokens
@@ -474,8 +528,7 @@ class IsalesBearerEmulator(VendorEmulator):
         refresh_ttl: int | str = int(tokens.refresh_expires_in)
         if self.numbers_as_strings:
             token_ttl, refresh_ttl = str(token_ttl), str(refresh_ttl)
-        return Response.json(
-            200,
+        return self.success_response(
             {
                 "result": self._result(0),
                 "resultData": {

@@ -112,7 +112,7 @@ def is_token_rejection(name: str, response: httpx.Response) -> bool:
     if name == "appid_json":
         return response.status_code == 400 and response.json()["error_code"] == "50400"
     if name == "bearer_json":
-        return response.status_code == 403 and response.json()["resultDesc"] == "Authentication failed."
+        return response.status_code == 403 and response.json() == {"result": "403"}
     raise AssertionError(name)
 
 

@@ -22,7 +22,7 @@ INTERNAL_ERROR = {
     "oauth2_post": {"error": "server_error", "error_description": "Internal server error"},
     "query_basic": {"error": "server_error", "error_description": "Internal server error"},
     "appid_json": {"error_code": "50252", "error_desc": "Internal server error."},
-    "bearer_json": {"result": "500", "resultDesc": "Business failure."},
+    "bearer_json": {"result": "500"},  # the document's only failure field; no undocumented resultDesc
 }
 
 

@@ -337,8 +337,9 @@ class TestBabelBird:
         )
         assert r.status_code == 200
         data = r.json()
-        assert set(data) == {"access_token", "token_type", "refresh_token", "expires_in"}
-        assert data["expires_in"] == 3600 and data["token_type"] == "Bearer"
+        # exactly the document's "Return results": access_token, refresh_token, expires_in
+        assert list(data) == ["access_token", "refresh_token", "expires_in"]
+        assert data["expires_in"] == 3600 and isinstance(data["expires_in"], int)
         [rec] = emu.requests
         assert rec.method == "POST" and rec.path == "/api/refreshToken.do"
         assert rec.query_params() == {"grant_type": ["refresh_token"], "refresh_token": [seed.refresh_token]}
@@ -598,7 +599,7 @@ class TestIsalesBearer:
             json={"refreshToken": seed.refresh_token},
         )
         assert r.status_code == 403
-        assert r.json() == {"result": "403", "resultDesc": "Authentication failed."}
+        assert r.json() == {"result": "403"}
         assert emu.is_refresh_token_valid(seed.refresh_token)
         r = client.post(
             emu.token_url,
@@ -608,15 +609,38 @@ class TestIsalesBearer:
         assert r.status_code == 403  # no "Bearer " prefix
         assert emu.counters["bad_auth_header"] == 2
 
-    def test_current_access_token_accepted_even_expired(
+    def test_expired_access_token_refused_by_default(
         self, start: StartEmulator, client: httpx.Client, clock: ManualClock
     ) -> None:
         emu = start("bearer_json", clock=clock)
         seed = emu.issue_tokens()
+        clock.advance(299)
+        assert emu.is_access_token_valid(seed.access_token)
+        clock.advance(1)
+        assert not emu.is_access_token_valid(seed.access_token)
+        r = self._refresh(client, emu.token_url, seed.access_token, seed.refresh_token)
+        assert r.status_code == 403 and r.json() == {"result": "403"}
+        assert emu.counters["bad_auth_header:expired"] == 1 and "ok" not in emu.counters
+        assert emu.is_refresh_token_valid(seed.refresh_token)  # nothing consumed
+
+    def test_expired_access_token_accepted_when_lenient(
+        self, start: StartEmulator, client: httpx.Client, clock: ManualClock
+    ) -> None:
+        emu = start("bearer_json", clock=clock, accept_expired_access_token=True)
+        seed = emu.issue_tokens()
         clock.advance(301)
         assert not emu.is_access_token_valid(seed.access_token)
         r = self._refresh(client, emu.token_url, seed.access_token, seed.refresh_token)
-        assert r.status_code == 200
+        assert r.status_code == 200 and r.json()["result"] == "0"
+        assert not emu.is_refresh_token_valid(seed.refresh_token)  # rotated
+        assert "bad_auth_header" not in emu.counters
+
+    def test_error_descriptions_option(self, start: StartEmulator, client: httpx.Client) -> None:
+        emu = start("bearer_json", error_descriptions=True)
+        seed = emu.issue_tokens()
+        r = self._refresh(client, emu.token_url, seed.access_token, "bogus")
+        assert r.status_code == 403
+        assert r.json() == {"result": "403", "resultDesc": "Authentication failed."}
 
     def test_older_access_token_is_refused(self, start: StartEmulator, client: httpx.Client) -> None:
         emu = start("bearer_json")
@@ -686,12 +710,12 @@ class TestIsalesBearer:
     ) -> None:
         emu = start("bearer_json", clock=clock, rotation=False)
         seed = emu.issue_tokens()
-        clock.advance(600)
+        clock.advance(200)  # the access token (300 s) is still valid
         data = self._refresh(client, emu.token_url, seed.access_token, seed.refresh_token).json()[
             "resultData"
         ]
         assert data["refreshToken"] == seed.refresh_token
-        assert data["refreshExpirationTime"] == 3000
+        assert data["refreshExpirationTime"] == 3400
 
     def test_sample_accepts_either_header(self, start: StartEmulator, client: httpx.Client) -> None:
         emu = start("bearer_json")
