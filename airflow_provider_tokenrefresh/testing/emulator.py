@@ -105,6 +105,8 @@ class CommonOptions(TypedDict, total=False):
     clock: Callable[[], float]
     token_charset: TokenCharset
     revoke_old_access_tokens: bool
+    extra_fields: Mapping[str, Any] | None
+    wait_on_clock: bool
 
 
 class VendorEmulator(TokenState, FaultInjection):
@@ -132,10 +134,16 @@ class VendorEmulator(TokenState, FaultInjection):
         (default ``False``: they stay valid until they expire, as with most vendors).
     :param extra_fields: fields the vendor document does not list, added to the top level of every
         successful token answer (default: none; an answer holds exactly the documented fields).
+    :param wait_on_clock: ``latency`` and the ``slow`` fault wait on ``clock`` instead of real time:
+        the clock must have a ``sleep(seconds, cancel)`` method (a :class:`ManualClock`), and a test
+        releases a held request with ``clock.advance()`` after ``clock.wait_for_sleepers()`` told
+        it the request is held. Default ``False``: real seconds.
     """
 
     name: ClassVar[str] = "vendor"
     """The dialect name this emulator follows."""
+    vendor_document: ClassVar[str | None] = None
+    """The file in ``shared/vendor-docs`` this emulator follows."""
     token_path: ClassVar[str] = "/token"
     """Path of the token (refresh) endpoint."""
     sample_path: ClassVar[str] = "/sample"
@@ -164,6 +172,7 @@ class VendorEmulator(TokenState, FaultInjection):
         token_charset: TokenCharset = "urlsafe",  # noqa: S107 - not a password
         revoke_old_access_tokens: bool = False,
         extra_fields: Mapping[str, Any] | None = None,
+        wait_on_clock: bool = False,
     ) -> None:
         if token_charset not in ("urlsafe", "base64"):
             raise ValueError(f"token_charset must be 'urlsafe' or 'base64', not {token_charset!r}")
@@ -181,6 +190,15 @@ class VendorEmulator(TokenState, FaultInjection):
         self.token_charset: TokenCharset = token_charset
         self.revoke_old_access_tokens = revoke_old_access_tokens
         self.extra_fields: dict[str, Any] = dict(extra_fields or {})
+        self._clock_sleep: Callable[[float, threading.Event], object] | None = None
+        if wait_on_clock:
+            clock_sleep = getattr(clock, "sleep", None)
+            if not callable(clock_sleep):
+                raise ValueError(
+                    "wait_on_clock needs a clock with a sleep(seconds, cancel) method (ManualClock)"
+                )
+            self._clock_sleep = clock_sleep
+        self.wait_on_clock = wait_on_clock
 
         self._lock = threading.RLock()
         self._families: dict[str, _Family] = {}
@@ -322,7 +340,11 @@ class VendorEmulator(TokenState, FaultInjection):
     # -- dispatch -----------------------------------------------------------------------------------
 
     def _wait(self, seconds: float) -> None:
-        if seconds > 0:
+        if seconds <= 0:
+            return
+        if self._clock_sleep is not None:
+            self._clock_sleep(seconds, self._stopping)
+        else:
             self._stopping.wait(seconds)
 
     def _dispatch(self, request: IncomingRequest) -> Response:

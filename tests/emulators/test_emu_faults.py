@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from airflow_provider_tokenrefresh.testing import FAULT_KINDS
-from tests.emulators.drivers import DIALECTS, Session, sample
+from tests.emulators.drivers import DIALECTS, Session, read_tokens, sample
 
 if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.testing import ManualClock
     from tests.emulators.conftest import StartEmulator
 
 pytestmark = pytest.mark.parametrize("name", DIALECTS)
@@ -86,27 +87,48 @@ def test_malformed_json(name: str, start: StartEmulator, client: httpx.Client) -
     assert emu.is_refresh_token_valid(session.refresh_token)
 
 
-def test_slow_answers_late_but_processes(name: str, start: StartEmulator, client: httpx.Client) -> None:
-    emu = start(name)
+def test_slow_answers_late_but_processes(
+    name: str, start: StartEmulator, client: httpx.Client, clock: ManualClock
+) -> None:
+    emu = start(name, clock=clock, wait_on_clock=True)
     session = Session.seeded(emu)
+    old = session.refresh_token
     emu.inject("slow", delay=0.3)
-    began = time.monotonic()
-    assert session.refresh(client).status_code == 200
-    assert time.monotonic() - began >= 0.3
-    assert emu.counters["fault:slow"] == 1 and emu.counters["ok"] == 1
+    answers: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answers.append(session.send(client)))
+    thread.start()
+    try:
+        [deadline] = clock.wait_for_sleepers(1)  # the answer is being held...
+        assert deadline == clock() + 0.3  # ...for exactly the fault's delay, on the emulator's clock
+        # ...after the refresh was processed: the token already rotated, nothing was sent yet.
+        assert not emu.is_refresh_token_valid(old)
+        assert emu.counters["fault:slow"] == 1 and emu.counters["ok"] == 1
+        assert emu.answers == [] and answers == []
+    finally:
+        clock.advance(0.3)
+        thread.join(timeout=10)
+    [answer] = answers
+    assert answer.status_code == 200
+    access, refresh = read_tokens(name, answer.json())
+    assert refresh is not None and emu.is_refresh_token_valid(refresh)
+    assert emu.is_access_token_valid(access)
+    assert [a.status for a in emu.answers] == [200]
 
 
-def test_slow_with_client_timeout_leaves_outcome_unknown(name: str, start: StartEmulator) -> None:
-    emu = start(name)
+def test_slow_with_client_timeout_leaves_outcome_unknown(
+    name: str, start: StartEmulator, clock: ManualClock
+) -> None:
+    emu = start(name, clock=clock, wait_on_clock=True)
     session = Session.seeded(emu)
     old = session.refresh_token
     emu.inject("slow", delay=30)
     with httpx.Client(timeout=httpx.Timeout(10, read=0.3)) as impatient, pytest.raises(httpx.ReadTimeout):
-        session.send(impatient)
-    # the refresh happened on the server before the answer was held back
+        session.send(impatient)  # the server holds the answer until the clock moves: it never does here
+    clock.wait_for_sleepers(1)  # the server reached the hold, so it processed the refresh first
     assert not emu.is_refresh_token_valid(old)
     family = emu.family_of(old)
     assert family is not None and emu.current_tokens(family).refreshes == 1
+    assert emu.answers == []  # no answer ever left
 
 
 def test_drop_before(name: str, start: StartEmulator, client: httpx.Client) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -190,15 +189,36 @@ def test_same_refresh_token_in_parallel(name: str, start: StartEmulator) -> None
     assert emu.refresh_requests == workers
 
 
-def test_latency(name: str, start: StartEmulator, client: httpx.Client) -> None:
-    emu = start(name, latency=0.2)
+def test_latency_holds_only_the_token_endpoint(
+    name: str, start: StartEmulator, client: httpx.Client, clock: ManualClock
+) -> None:
+    emu = start(name, clock=clock, latency=5.0, wait_on_clock=True)
     session = Session.seeded(emu)
-    began = time.monotonic()
-    assert session.refresh(client).status_code == 200
-    assert time.monotonic() - began >= 0.2
-    began = time.monotonic()
-    client.get(emu.sample_url)
-    assert time.monotonic() - began < 0.2  # only the token endpoint is slowed down
+    old = session.refresh_token
+    answers: list[httpx.Response] = []
+
+    def refresh() -> None:
+        with httpx.Client(timeout=30) as own:
+            answers.append(session.send(own))
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    try:
+        [deadline] = clock.wait_for_sleepers(1)  # the request arrived and is being held
+        assert deadline == clock() + 5.0  # by exactly the latency, on the emulator's clock
+        assert emu.refresh_requests == 1 and emu.answers == [] and answers == []
+        assert emu.is_refresh_token_valid(old)  # latency comes before processing
+        # The sample API is not held: it answers while the token request still waits.
+        assert sample(client, emu, session.access_token).status_code == 200
+        assert answers == [] and clock.sleepers == [deadline]
+    finally:
+        clock.advance(5.0)
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    assert not emu.is_refresh_token_valid(old)
+    assert clock.sleepers == []
 
 
 def test_unknown_path_and_wrong_method(name: str, start: StartEmulator, client: httpx.Client) -> None:

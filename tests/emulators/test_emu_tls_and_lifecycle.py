@@ -91,11 +91,25 @@ def test_tls_on_custom_port(tls_material: TLSMaterial) -> None:
 # ------------------------------------------------------------------------------------------ lifecycle
 
 
+# Written from shared/vendor-docs: the document, its path, its default lifetimes (access, refresh).
+DOCUMENTED = {
+    "oauth2_basic": ("oauth2-client-secret-basic.txt", "/api/v1/oauth2/token", 7200, 30 * 86400),
+    "oauth2_post": ("oauth2-client-secret-post.txt", "/api/v1/oauth2/token", 7200, 30 * 86400),
+    "query_basic": ("babelbird-query-basic.txt", "/api/refreshToken.do", 3600, 30 * 86400),
+    "appid_json": ("iot-appid-secret-json.txt", "/iocm/app/sec/v1.1.0/refreshToken", 3600, 30 * 86400),
+    "bearer_json": ("isales-bearer-json.txt", "/rest/isales/v1/openapi/obs/auth/refresh", 300, 3600),
+}
+
+
 def test_registry() -> None:
-    assert set(EMULATORS) == set(DIALECTS)
+    assert sorted(EMULATORS) == sorted(DIALECTS) == sorted(DOCUMENTED)
     for name, cls in EMULATORS.items():
-        assert issubclass(cls, VendorEmulator) and cls.name == name
-        assert cls.token_path.startswith("/") and cls.sample_path.startswith("/")
+        assert issubclass(cls, VendorEmulator) and cls is not VendorEmulator
+        emu = cls()
+        document, path, access_ttl, refresh_ttl = DOCUMENTED[name]
+        assert (emu.vendor_document, emu.token_path, emu.token_method) == (document, path, "POST"), name
+        assert (emu.access_ttl, emu.refresh_ttl) == (access_ttl, refresh_ttl), name
+        assert emu.sample_path != emu.token_path and emu.sample_path.startswith("/")
 
 
 def test_stop_closes_the_socket() -> None:

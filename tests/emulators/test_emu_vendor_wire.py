@@ -317,9 +317,15 @@ class TestOAuth2Post:
             "refresh_token": seed.refresh_token,
             "grant_type": "refresh_token",
         }
-        assert "refresh_token" not in client.post(emu.token_url, data=form).json()
-        assert client.post(emu.token_url, data=form).status_code == 200
-        assert isinstance(OAuth2PostEmulator(rotation=False, omit_refresh_token=True), OAuth2PostEmulator)
+        first = client.post(emu.token_url, data=form)
+        assert first.status_code == 200 and "refresh_token" not in first.json()
+        second = client.post(emu.token_url, data=form)  # the same (unrotated) refresh token still works
+        assert second.status_code == 200 and "refresh_token" not in second.json()
+        assert second.json()["access_token"] != first.json()["access_token"]
+        assert emu.is_refresh_token_valid(seed.refresh_token)
+        # A rotating vendor must hand back the new refresh token: the combination is refused.
+        with pytest.raises(ValueError, match="omit_refresh_token needs rotation=False"):
+            OAuth2PostEmulator(omit_refresh_token=True)
 
 
 # ----------------------------------------------------------------------------------------- query_basic
@@ -427,7 +433,10 @@ class TestBabelBird:
         )
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
         assert emu.counters["invalid_grant:expired"] == 1
-        assert isinstance(BabelBirdEmulator().refresh_ttl, float)
+        assert "ok" not in emu.counters and emu.families_revoked == 0  # expired, not revoked
+        # "refresh_token is used to refresh access_token, valid for 30 days"; expires_in "is 3600"
+        defaults = BabelBirdEmulator()
+        assert (defaults.refresh_ttl, defaults.access_ttl) == (30 * 86400, 3600)
 
 
 # ----------------------------------------------------------------------------------------- appid_json
