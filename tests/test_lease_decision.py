@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from airflow_provider_tokenrefresh.lease import MAX_SUPERSEDED_SEEDS, Decision, View, decide
+from airflow_provider_tokenrefresh.lease import MAX_SUPERSEDED_SEEDS, Decision, View, decide, effective_margin
 from airflow_provider_tokenrefresh.tokens import RECORD_SCHEMA_VERSION, TokenRecord, fingerprint
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -326,6 +326,13 @@ def scenarios(
         lock=lock,
         lock_explicit=lock_explicit,
     )
+    # The margins the decision applies: never more than half the token's lifetime.
+    access_ok = rec.access_token is not None and rec.access_ttl(NOW) >= effective_margin(
+        v.min_ttl, rec.access_lifetime()
+    )
+    refresh_ok = rec.refresh_token is not None and rec.refresh_ttl(NOW) >= effective_margin(
+        v.refresh_margin, rec.refresh_lifetime()
+    )
     facts = Facts(
         has_record=True,
         state=state,
@@ -398,7 +405,7 @@ def inv_never_use_with_less_than_min_ttl(s: Scenario, d: Decision) -> None:
         assert s.facts.access_ok
         assert d.base is not None
         assert d.base.access_token is not None
-        assert d.base.access_ttl(s.view.now) >= s.view.min_ttl
+        assert d.base.access_ttl(s.view.now) >= effective_margin(s.view.min_ttl, d.base.access_lifetime())
 
 
 def inv_never_use_a_refresh_token_inside_the_margin(s: Scenario, d: Decision) -> None:
