@@ -108,11 +108,6 @@ def test_a_sixth_vendor_described_as_json_builds_its_request() -> None:
     assert CLIENT_SECRET not in request.safe_url and CLIENT_SECRET not in repr(request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: WireRequest.safe_url redacts query values by field name only, so a refresh "
-    "token under a custom field name ('rt') shows in clear (dialects/wire.py build_request)",
-)
 def test_a_refresh_token_in_a_custom_query_field_is_hidden_from_the_safe_url() -> None:
     request = build(load_dialect_spec(json.dumps(ACME)))
     assert REFRESH not in request.safe_url

@@ -122,7 +122,14 @@ def build_request(
     if query:
         full_url += ("&" if urlsplit(url).query else "?") + urlencode(query)
     return WireRequest(
-        method=req.method, url=full_url, headers=headers, content=content, safe_url=redact_url(full_url)
+        method=req.method,
+        url=full_url,
+        headers=headers,
+        content=content,
+        # By field name *and* by value: a custom dialect may put the token under any query name.
+        safe_url=Redactor([refresh_token, access_token, credentials.client_secret]).redact(
+            redact_url(full_url)
+        ),
     )
 
 
