@@ -403,8 +403,11 @@ class TokenKeeper:
                             f"than {self.stale_after:.0f}s"
                         )
                     ) from None
-                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, 1.0)
+                if not self._wait_on_lock(deadline):
+                    # The lock is free here: the refresh runs under another lock domain (another
+                    # host's file lock); watch the record, backing off, bounded by the deadline.
+                    time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                    pause = min(pause * 2, 1.0)
                 record, _ = self._read()
                 decision = decision_for(record)
                 continue
@@ -426,6 +429,21 @@ class TokenKeeper:
                         f"{self.lock_timeout:.0f}s; sent nothing"
                     )
                 ) from None
+
+    def _wait_on_lock(self, deadline: float) -> bool:
+        """Block on the lock instead of polling the store while a holder in our lock domain works.
+
+        :returns: whether the lock was busy (someone here was refreshing, and is done or timed out).
+        """
+        from airflow_provider_tokenrefresh.errors import LockTimeout
+
+        started = time.monotonic()
+        try:
+            with self.lock.hold(self.key, max(0.01, deadline - started)):
+                pass
+        except LockTimeout:
+            return True
+        return time.monotonic() - started > 0.05
 
     def _finish(self, decision: Decision) -> RefreshOutcome:
         """Carry out *use* or *refuse*."""

@@ -52,7 +52,7 @@ with DAG(
         wait = TokenValidSensor(
             task_id=f"wait_{conn_id}",
             conn_id=conn_id,
-            min_ttl=120,
+            # The default min_ttl (300 s): iSales' 300-second tokens count as valid for half their life.
             refresh=True,
             deferrable=True,
             poke_interval=5,

@@ -244,20 +244,14 @@ class TokenRefreshHook(BaseHook):
 
     async def atoken_status(self) -> dict[str, Any]:
         """:meth:`token_status` for triggers."""
-        from asgiref.sync import sync_to_async
-
         await self.aload()
-        # Not on asgiref's one shared thread: a slow store or vendor must not stall other triggers.
-        result: dict[str, Any] = await sync_to_async(self.token_status, thread_sensitive=False)()
+        result: dict[str, Any] = await _in_trigger_thread(self.token_status)
         return result
 
     async def arefresh(self, *, min_ttl: float | None = None) -> dict[str, Any]:
         """:meth:`refresh` (not forced) for triggers."""
-        from asgiref.sync import sync_to_async
-
         await self.aload()
-        # Lock waits and the vendor call block: run them off the triggerer's shared thread.
-        result: dict[str, Any] = await sync_to_async(self.refresh, thread_sensitive=False)(min_ttl=min_ttl)
+        result: dict[str, Any] = await _in_trigger_thread(functools.partial(self.refresh, min_ttl=min_ttl))
         return result
 
     # -- UI -------------------------------------------------------------------------------------------------
@@ -343,6 +337,22 @@ class TokenRefreshHook(BaseHook):
                 f"Probe: the endpoint could not be checked: {getattr(exc, 'message', type(exc).__name__)}",
             )
         return False, "Probe: the vendor ACCEPTED a made-up refresh token: check the endpoint and dialect"
+
+
+_TRIGGER_POOL: Any = None
+
+
+async def _in_trigger_thread(call: Any) -> Any:
+    """Run blocking token work (store reads, lock waits, the claim's settle time, the vendor call)
+    on this provider's own thread pool: never on asgiref's one shared thread nor the loop's small
+    default pool, so one slow vendor cannot stall the other token triggers of a triggerer."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    global _TRIGGER_POOL
+    if _TRIGGER_POOL is None:
+        _TRIGGER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tokenrefresh-trigger")
+    return await asyncio.get_running_loop().run_in_executor(_TRIGGER_POOL, call)
 
 
 def conn_id_under_test(conn_id: str) -> str:

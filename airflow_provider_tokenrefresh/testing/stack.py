@@ -92,7 +92,7 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
-                "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "50",
+                "AIRFLOW__TRIGGERER__CAPACITY": "100",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             }
         )
@@ -280,7 +280,9 @@ class AirflowStack:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Task instances of a run (REST API)."""
         with self.api() as api:
-            response = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            response = api.get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+            )
             response.raise_for_status()
             items: list[dict[str, Any]] = response.json()["task_instances"]
             return items
