@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 PACKAGE = "airflow-provider-tokenrefresh"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 _HOOKS = "airflow_provider_tokenrefresh.hooks.tokenrefresh"
 
 _STR = {"type": ["string", "null"]}
