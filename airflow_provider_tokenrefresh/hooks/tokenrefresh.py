@@ -347,12 +347,15 @@ async def _in_trigger_thread(call: Any) -> Any:
     on this provider's own thread pool: never on asgiref's one shared thread nor the loop's small
     default pool, so one slow vendor cannot stall the other token triggers of a triggerer."""
     import asyncio
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     global _TRIGGER_POOL
     if _TRIGGER_POOL is None:
         _TRIGGER_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tokenrefresh-trigger")
-    return await asyncio.get_running_loop().run_in_executor(_TRIGGER_POOL, call)
+    # With the caller's context: the triggerer routes each trigger's log lines by context variables.
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_TRIGGER_POOL, context.run, call)
 
 
 def conn_id_under_test(conn_id: str) -> str:
