@@ -207,21 +207,24 @@ def scenarios(
     lock = str(pick("lock", _LOCK))
     lock_explicit = bool(pick("lock_explicit", _BOOL))
 
-    has_record = draw(_HAS_RECORD) if with_record is None else with_record
-    if not has_record:
-        v = View(
-            record=None,
+    def make_view(record: TokenRecord | None, satisfied_above: int | None) -> View:
+        return View(
+            record=record,
             seed_fingerprint=SEED_FPS[view_index],
             now=NOW,
             min_ttl=min_ms / 1000,
             refresh_margin=margin_ms / 1000,
             stale_after=stale_ms / 1000,
             force=force,
-            satisfied_above=draw(_SATISFIED_NO_RECORD),
+            satisfied_above=satisfied_above,
             retry_rejected=retry_rejected,
             lock=lock,
             lock_explicit=lock_explicit,
         )
+
+    has_record = draw(_HAS_RECORD) if with_record is None else with_record
+    if not has_record:
+        v = make_view(None, draw(_SATISFIED_NO_RECORD))
         facts = Facts(
             has_record=False,
             state=None,
@@ -313,19 +316,7 @@ def scenarios(
         lock_in_use=lock_in_use,
         updated_at=NOW - timedelta(minutes=1),
     )
-    v = View(
-        record=rec,
-        seed_fingerprint=SEED_FPS[view_index],
-        now=NOW,
-        min_ttl=min_ms / 1000,
-        refresh_margin=margin_ms / 1000,
-        stale_after=stale_ms / 1000,
-        force=force,
-        satisfied_above=satisfied_above,
-        retry_rejected=retry_rejected,
-        lock=lock,
-        lock_explicit=lock_explicit,
-    )
+    v = make_view(rec, satisfied_above)
     # The margins the decision applies: never more than half the token's lifetime.
     access_ok = rec.access_token is not None and rec.access_ttl(NOW) >= effective_margin(
         v.min_ttl, rec.access_lifetime()
