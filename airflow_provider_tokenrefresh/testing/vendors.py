@@ -17,6 +17,7 @@ of an emulator is to disagree with a wrong preset.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Unpack
 from urllib.parse import parse_qs
 
@@ -45,10 +46,66 @@ def _duplicates(params: Mapping[str, list[str]]) -> list[str]:
     return sorted(name for name, values in params.items() if len(values) > 1)
 
 
-class _OAuth2Style(VendorEmulator):
+#: The default alphabet of :class:`SizedTokens`: Base64's, ``=`` included (a token of 454 or 2,000
+#: characters of these is what a JWT-sized token looks like to a URL, form or JSON encoder).
+LONG_TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+class VendorOptions(CommonOptions, total=False):
+    """Constructor keyword arguments every vendor of this module accepts: :class:`CommonOptions`
+    and those of :class:`SizedTokens`."""
+
+    token_lengths: Mapping[str, int] | None
+    token_alphabet: str
+
+
+class SizedTokens(VendorEmulator):
+    """Tokens of a chosen length and alphabet (every vendor accepts these options).
+
+    :param token_lengths: ``{"at": n, "rt": m}``: every access (``at``) or refresh (``rt``) token
+        issued, seeds and rotations alike, is exactly that many characters (at least 12): the
+        prefix ``emu+at/`` or ``emu+rt/`` and random characters of ``token_alphabet``. A kind left
+        out keeps the ``token_charset`` form. Vendors echo JWT-sized refresh tokens in their errors
+        (oauth2-client-secret-basic.txt: ``"Invalid refresh token: <token>"``): long tokens are how
+        a test catches a message cut short before it was redacted. (The IoT document limits every
+        field to 256 characters: its emulator refuses longer refresh tokens as invalid input.)
+    :param token_alphabet: the characters of those tokens (default :data:`LONG_TOKEN_ALPHABET`,
+        with ``+``, ``/`` and ``=``).
+    """
+
+    def __init__(
+        self,
+        *,
+        token_lengths: Mapping[str, int] | None = None,
+        token_alphabet: str = LONG_TOKEN_ALPHABET,
+        **kwargs: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(**kwargs)
+        lengths = dict(token_lengths or {})
+        unknown = sorted(set(lengths) - {"at", "rt"})
+        if unknown:
+            raise ValueError(f"token_lengths keys are 'at' and 'rt', not {', '.join(unknown)}")
+        if any(n < 12 for n in lengths.values()):
+            raise ValueError("token_lengths must be at least 12 characters")
+        if len(set(token_alphabet)) < 16:
+            raise ValueError("token_alphabet needs at least 16 distinct characters")
+        self.token_lengths: dict[str, int] = lengths
+        """Kind (``at``/``rt``) → exact length of the tokens issued."""
+        self.token_alphabet = token_alphabet
+        """The characters of the sized tokens."""
+
+    def _new_token(self, kind: str) -> str:
+        length = self.token_lengths.get(kind)
+        if length is None:
+            return super()._new_token(kind)
+        prefix = f"emu+{kind}/"
+        return prefix + "".join(secrets.choice(self.token_alphabet) for _ in range(length - len(prefix)))
+
+
+class _OAuth2Style(SizedTokens):
     """Shared by the OAuth2-shaped vendors: RFC 6749 §5.2 error bodies, optional omitted refresh token."""
 
-    def __init__(self, *, omit_refresh_token: bool = False, **kwargs: Unpack[CommonOptions]) -> None:
+    def __init__(self, *, omit_refresh_token: bool = False, **kwargs: Unpack[VendorOptions]) -> None:
         super().__init__(**kwargs)
         if omit_refresh_token and self.rotation:
             raise ValueError("omit_refresh_token needs rotation=False (a rotated token must be returned)")
@@ -270,7 +327,7 @@ class BabelBirdEmulator(_OAuth2Style):
         *,
         omit_refresh_token: bool = False,
         expires_as_string: bool = False,
-        **kwargs: Unpack[CommonOptions],
+        **kwargs: Unpack[VendorOptions],
     ) -> None:
         super().__init__(omit_refresh_token=omit_refresh_token, **kwargs)
         self.expires_as_string = expires_as_string
@@ -307,7 +364,7 @@ def _json_object(request: IncomingRequest) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class IotAppIdEmulator(VendorEmulator):
+class IotAppIdEmulator(SizedTokens):
     """``appid_json`` (iot-appid-secret-json.txt).
 
     ``POST /iocm/app/sec/v1.1.0/refreshToken``, ``Content-Type: application/json``, body
@@ -344,7 +401,7 @@ class IotAppIdEmulator(VendorEmulator):
         expires_as_string: bool = True,
         missing_field_code: Literal["102202", "50400"] = "102202",
         error_fields: tuple[str, str] = ("error_code", "error_desc"),
-        **kwargs: Unpack[CommonOptions],
+        **kwargs: Unpack[VendorOptions],
     ) -> None:
         super().__init__(**kwargs)
         if missing_field_code not in ("102202", "50400"):
@@ -423,7 +480,7 @@ class IotAppIdEmulator(VendorEmulator):
         return app_key is None or secrets_equal(app_key, self.client_id)
 
 
-class IsalesBearerEmulator(VendorEmulator):
+class IsalesBearerEmulator(SizedTokens):
     """``bearer_json`` (isales-bearer-json.txt).
 
     ``POST /rest/isales/v1/openapi/obs/auth/refresh`` with ``Content-Type: application/json``, the
@@ -463,7 +520,7 @@ class IsalesBearerEmulator(VendorEmulator):
         numbers_as_strings: bool = False,
         accept_expired_access_token: bool = False,
         error_descriptions: bool = False,
-        **kwargs: Unpack[CommonOptions],
+        **kwargs: Unpack[VendorOptions],
     ) -> None:
         super().__init__(**kwargs)
         self.accept_expired_access_token = accept_expired_access_token
