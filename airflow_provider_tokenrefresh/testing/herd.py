@@ -123,3 +123,237 @@ def join_or_kill(workers: list[Any], timeout: float = 30) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+# -- the herd in real Airflow task processes -------------------------------------------------------
+
+#: Seconds past a record's refresh point before a round starts (the keeper stamps ``obtained_at``
+#: when the answer arrived; the rows report the record exactly, so this only absorbs clock reads).
+DUE_MARGIN = 1.0
+
+
+@dataclass
+class TaskHerdRound:
+    """One round of :func:`run_task_herd`: what the vendor saw and what every task reported."""
+
+    index: int
+    go_at: float
+    #: Successful refreshes at the vendor during the round.
+    refreshes: int
+    #: Requests that reached the token endpoint during the round (any outcome).
+    token_requests: int
+    #: Arrival times (epoch seconds) of those requests.
+    request_times: list[float]
+    rows: list[dict[str, Any]]
+    #: SHA-256 prefix of the vendor's current access token after the round.
+    vendor_fingerprint: str
+
+    def refresh_at(self) -> float:
+        """When the round's (first) refresh request reached the vendor."""
+        return min(self.request_times) if self.request_times else float("nan")
+
+    def overlap(self) -> dict[str, Any]:
+        """Evidence that the tasks needed the token at the same moment (one refresh request)."""
+        at = self.refresh_at()
+        firsts = [row["reads"][0] for row in self.rows if row.get("reads")]
+        return {
+            "tasks": len(self.rows),
+            "distinct_pids": len({row["pid"] for row in self.rows}),
+            "first_read_before_refresh": sum(read["t0"] < at for read in firsts),
+            "first_read_saw_generation": sorted({read["generation"] for read in firsts}, key=str),
+            "first_read_saw_intent": sum(bool(read["intent"]) for read in firsts),
+            "asked_before_refresh": sum(row.get("t_ask", float("inf")) < at for row in self.rows),
+            "got_after_refresh": sum(row.get("t_got", float("-inf")) > at for row in self.rows),
+            "ask_spread_s": _spread([row["t_ask"] for row in self.rows if "t_ask" in row]),
+            "last_token_after_refresh_s": round(
+                max((row["t_got"] for row in self.rows if "t_got" in row), default=at) - at, 3
+            ),
+            "time_to_token_s": sorted(
+                round(row["t_got"] - row["t_ask"], 3)
+                for row in self.rows
+                if "t_got" in row and "t_ask" in row
+            ),
+        }
+
+
+def _spread(values: list[float]) -> float:
+    return round(max(values) - min(values), 3) if values else float("nan")
+
+
+@dataclass
+class TaskHerdResult:
+    """What :func:`run_task_herd` measured: per round, the vendor's view and the tasks' reports."""
+
+    tasks: int
+    rounds: list[TaskHerdRound] = field(default_factory=list)
+    run_state: str = ""
+    #: ``(task_id, map_index, state)`` of every task instance of the run.
+    ti_states: list[tuple[str, int, str]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def refreshes_per_round(self) -> list[int]:
+        return [r.refreshes for r in self.rounds]
+
+    @property
+    def errors(self) -> list[str]:
+        return [
+            f"round {r.index} task {row['index']}: {row['error']}"
+            for r in self.rounds
+            for row in r.rows
+            if row["error"]
+        ]
+
+
+def _files(out: Any, pattern: str) -> list[Any]:
+    return [p for p in out.glob(pattern) if not p.name.endswith(".tmp")]
+
+
+@dataclass
+class _Run:
+    """One triggered DAG run the herd driver watches."""
+
+    stack: Any
+    dag_id: str
+    run_id: str
+
+    def state(self) -> str:
+        with self.stack.api() as api:
+            state: str = api.get(f"/api/v2/dags/{self.dag_id}/dagRuns/{self.run_id}").json()["state"]
+            return state
+
+    def wait_files(self, out: Any, pattern: str, count: int, timeout: float) -> None:
+        """Poll (bounded) until ``count`` files match ``pattern``; fail at once if the run ended."""
+        deadline = time.monotonic() + timeout
+        next_check = time.monotonic() + 2
+        while (found := len(_files(out, pattern))) < count:
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(
+                    f"{found}/{count} {pattern} after {timeout:.0f}s:\n"
+                    + self.stack.explain(self.dag_id, self.run_id)[-4000:]
+                )
+            if now > next_check:
+                next_check = now + 2
+                state = self.state()
+                if state in ("success", "failed") and len(_files(out, pattern)) < count:
+                    raise RuntimeError(
+                        f"run {self.run_id} ended ({state}) with {found}/{count} {pattern}:\n"
+                        + self.stack.explain(self.dag_id, self.run_id)[-4000:]
+                    )
+            time.sleep(0.02)
+
+
+def _due_at(rows: list[dict[str, Any]]) -> float:
+    """When the token the rows got passes its refresh point (the keeper's rule: less than
+    ``min(min_ttl, lifetime / 2)`` left), plus :data:`DUE_MARGIN`."""
+    expires = max(row["expires_at"] for row in rows if row.get("expires_at") is not None)
+    lifetime = min(row["access_lifetime"] for row in rows if row.get("access_lifetime"))
+    min_ttl = min(row["min_ttl"] for row in rows)
+    return float(expires - min(min_ttl, lifetime / 2) + DUE_MARGIN)
+
+
+def run_task_herd(
+    stack: Any,
+    emulator: Any,
+    out: Any,
+    *,
+    conn_id: str,
+    tasks: int,
+    rounds: int,
+    dag_id: str = "herd_in_task",
+    timeout: float = 300,
+) -> TaskHerdResult:
+    """Trigger one run of the herd DAG (``tests/concurrency/dags/herd_in_task_dag.py``) on a running
+    :class:`~airflow_provider_tokenrefresh.testing.stack.AirflowStack` and drive its rounds.
+
+    Each round waits until all ``tasks`` mapped task instances are ready, then (from the second
+    round on) until the token the previous round handed out has passed its refresh point, then
+    writes ``go-<round>`` and collects every task's result. The vendor's counters are read before
+    and after each round: nothing else in the deployment uses the connection.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = TaskHerdResult(tasks=tasks)
+    conf = {
+        "conn_id": conn_id,
+        "sample_url": emulator.sample_url,
+        "tasks": tasks,
+        "rounds": rounds,
+        "out": str(out),
+    }
+    run = _Run(stack, dag_id, stack.trigger(dag_id, conf=conf))
+    previous: list[dict[str, Any]] = []
+    for r in range(rounds):
+        run.wait_files(out, f"ready-{r}-*", tasks, timeout)
+        good = [row for row in previous if row.get("expires_at") is not None]
+        if good:
+            due = _due_at(good)
+            deadline = time.monotonic() + max(0.0, due - time.time()) + 60
+            while time.time() < due:  # real time must pass: the tasks run on the real clock
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the clock did not reach the refresh point")
+                time.sleep(min(0.05, max(0.0, due - time.time())))
+        before = emulator.counters.get("ok", 0)
+        n_requests = len(emulator.requests)
+        go_at = time.time()
+        (out / f"go-{r}").write_text(str(go_at))
+        run.wait_files(out, f"result-{r}-*.json", tasks, timeout)
+        rows = sorted(
+            (json.loads(p.read_text()) for p in _files(out, f"result-{r}-*.json")), key=lambda x: x["index"]
+        )
+        requests = emulator.requests[n_requests:]
+        families = emulator.families()
+        current = emulator.current_tokens(families[-1]).access_token if families else ""
+        result.rounds.append(
+            TaskHerdRound(
+                index=r,
+                go_at=go_at,
+                refreshes=emulator.counters.get("ok", 0) - before,
+                token_requests=len(requests),
+                request_times=[req.time for req in requests],
+                rows=rows,
+                vendor_fingerprint=hashlib.sha256(current.encode()).hexdigest()[:16],
+            )
+        )
+        previous = rows
+    result.run_state = stack.wait_run(dag_id, run.run_id, timeout=timeout)
+    result.ti_states = sorted(
+        (ti["task_id"], int(ti.get("map_index", -1)), str(ti["state"]))
+        for ti in stack.task_instances(dag_id, run.run_id)
+    )
+    result.counters = emulator.counters
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+def stored_tokens(stack: Any, conn_id: str) -> tuple[str | None, int | None]:
+    """(refresh token, generation) of ``conn_id``'s Variable record, read in a child process in the
+    server context (the core ``Variable``); never printed."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json,sys\n"
+        "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
+        "r,_=VariableTokenStore().read(sys.argv[1])\n"
+        "print(json.dumps({'rt': r.refresh_token.get_secret_value() if r and r.refresh_token else None,"
+        " 'generation': r.generation if r else None}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"tokenrefresh_token__{conn_id}"],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return data["rt"], data["generation"]
