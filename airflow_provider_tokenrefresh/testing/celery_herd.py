@@ -1,0 +1,224 @@
+"""The herd-at-expiry scenario on a :class:`~.celery_stack.CeleryStack`, judged at the vendor.
+
+One configuration = one connection (its own token family at the emulator) with one ``lock``
+setting. Per window a DAG run is triggered whose uses all fall just after the token's refresh
+point, and the api-server's connection Test button is pressed while they run. Afterwards the
+vendor is asked, not the keeper: how many refresh requests carried a token of this family
+(exactly one per window), how many real tokens it rejected (``invalid_grant`` for a reused,
+revoked or expired token: 0), whether the stored refresh token is the family's current one and
+still works (``refresh --force`` from a worker's host is accepted).
+
+The Test button on a connection in use probes the endpoint with a made-up refresh token; the vendor
+rejects it as ``invalid_grant:unknown``. Those are counted as ``probes``, never as refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+
+if TYPE_CHECKING:
+    from airflow_provider_tokenrefresh.testing.celery_stack import CeleryStack
+    from airflow_provider_tokenrefresh.testing.emulator import VendorEmulator
+
+REAL_REJECTIONS = ("invalid_grant:reused", "invalid_grant:revoked", "invalid_grant:expired")
+
+
+@dataclass
+class Window:
+    """One expiry window: one DAG run, its uses and what the vendor saw meanwhile."""
+
+    index: int
+    run_id: str
+    use_at: float
+    run_state: str = ""
+    refreshes: int = 0
+    refresh_ok: int = 0
+    invalid_grant: int = 0
+    probes: int = 0
+    families_revoked: int = 0
+    sample_unauthorized: int = 0
+    ti_states: dict[str, int] = field(default_factory=dict)
+    logs_by_worker: dict[str, int] = field(default_factory=dict)
+    test_button: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Configuration:
+    """One lock setting over several windows."""
+
+    name: str
+    extra: dict[str, Any]
+    conn_id: str
+    windows: list[Window] = field(default_factory=list)
+    lock_in_use: str | None = None
+    stored_is_current: bool = False
+    force_refresh_ok: bool = False
+    family_revoked: bool = True
+    invalid_grant_total: int = 0
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chain_alive(self) -> bool:
+        return self.stored_is_current and self.force_refresh_ok and not self.family_revoked
+
+    @property
+    def ti_totals(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for window in self.windows:
+            total.update(window.ti_states)
+        return total
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the results table."""
+        tis = self.ti_totals
+        return {
+            "lock": self.name,
+            "lock_in_use": self.lock_in_use,
+            "windows": len(self.windows),
+            "refreshes_per_window": [w.refreshes for w in self.windows],
+            "ti_success": tis.get("success", 0),
+            "ti_failed": sum(n for state, n in tis.items() if state != "success"),
+            "invalid_grant": self.invalid_grant_total,
+            "probes": sum(w.probes for w in self.windows),
+            "chain_alive": self.chain_alive,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.summary(), "extra": self.extra, "detail": [asdict(w) for w in self.windows]}
+
+    @property
+    def ok(self) -> bool:
+        s = self.summary()
+        return (
+            all(n == 1 for n in s["refreshes_per_window"])
+            and s["ti_failed"] == 0
+            and s["invalid_grant"] == 0
+            and bool(s["chain_alive"])
+        )
+
+
+def _press_test_button(stack: CeleryStack, body: dict[str, Any], at: float, out: dict[str, Any]) -> None:
+    while time.time() < at:  # the scenario's moment (wall clock)
+        time.sleep(0.05)
+    try:
+        with stack.api() as api:
+            response = api.post("/api/v2/connections/test", json=body)
+        answer = response.json()
+        out.update(http=response.status_code, status=answer.get("status"), message=str(answer.get("message"))[:300])
+    except Exception as exc:  # noqa: BLE001 - reported in the results, never raised from a thread
+        out.update(error=f"{type(exc).__name__}: {exc}")
+
+
+def _refresh_point(emulator: VendorEmulator, family: str, margin: float) -> float:
+    """When the keeper starts refreshing the family's current access token (epoch seconds)."""
+    from airflow_provider_tokenrefresh.lease import effective_margin
+
+    snapshot = emulator.current_tokens(family)
+    lifetime = max(0, int(emulator.access_ttl) - 1)  # the vendor's expires_in
+    return snapshot.access_expires_at - 1 - effective_margin(margin, lifetime)
+
+
+def run_configuration(
+    stack: CeleryStack,
+    emulator: VendorEmulator,
+    name: str,
+    extra: dict[str, Any],
+    *,
+    dag_id: str,
+    windows: int,
+    lead: float = 20.0,
+    after_refresh_point: float = 2.0,
+    run_timeout: float = 600.0,
+    log: Any = print,
+) -> Configuration:
+    """Seed a fresh connection with ``extra`` and run ``windows`` expiry windows against it."""
+    conn_id = f"herd_{name}"
+    seed = emulator.issue_tokens()
+    family = seed.family_id
+    fields = emulator_connection(emulator, seed.refresh_token, None, **extra)
+    stack.put_connection(conn_id, f"tokenrefresh_{emulator.name}", **fields)
+    test_body = {
+        "connection_id": conn_id,
+        "conn_type": f"tokenrefresh_{emulator.name}",
+        **fields,
+        "extra": json.dumps(fields["extra"]),
+    }
+    result = Configuration(name=name, extra=extra, conn_id=conn_id)
+    margin = float(extra.get("refresh_margin", 300.0))
+    for index in range(windows):
+        # Window 0: no access token yet, the first use refreshes. Later: just after the refresh point.
+        use_at = time.time() + lead
+        if index > 0:
+            use_at = max(use_at, _refresh_point(emulator, family, margin) + after_refresh_point)
+        # Trigger `lead` seconds ahead of the moment so the tasks have their slots when it comes.
+        while time.time() < use_at - lead:
+            time.sleep(0.2)
+        before, n_requests = emulator.counters, len(emulator.requests)
+        t0 = time.monotonic()
+        run_id = stack.trigger(dag_id, {"conn_id": conn_id, "use_at": use_at})
+        window = Window(index=index, run_id=run_id, use_at=use_at)
+        button = threading.Thread(
+            target=_press_test_button, args=(stack, test_body, use_at + 1.0, window.test_button), daemon=True
+        )
+        button.start()
+        window.run_state = stack.wait_run(dag_id, run_id, timeout=run_timeout)
+        button.join(timeout=60)
+        window.seconds = round(time.monotonic() - t0, 1)
+        after = emulator.counters
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        window.refreshes = sum(
+            1
+            for request in emulator.requests[n_requests:]
+            if any(emulator.family_of(t) == family for t in request.form().get("refresh_token", []))
+        )
+        window.refresh_ok = delta.get("ok", 0)
+        window.invalid_grant = sum(delta.get(k, 0) for k in REAL_REJECTIONS)
+        window.probes = delta.get("invalid_grant:unknown", 0)
+        window.families_revoked = delta.get("family_revoked", 0)
+        window.sample_unauthorized = delta.get("sample:unauthorized", 0)
+        window.ti_states = dict(Counter(str(ti["state"]) for ti in stack.task_instances(dag_id, run_id)))
+        window.logs_by_worker = stack.task_logs_by_worker(dag_id, run_id)
+        result.windows.append(window)
+        log(
+            f"[{name}] window {index}: run {window.run_state} in {window.seconds}s, refreshes {window.refreshes}, "
+            f"invalid_grant {window.invalid_grant}, probes {window.probes}, TIs {window.ti_states}, "
+            f"logs by worker {window.logs_by_worker}, test button {window.test_button.get('status')}"
+        )
+    result.invalid_grant_total = sum(w.invalid_grant for w in result.windows)
+    _judge_chain(stack, emulator, family, result)
+    log(f"[{name}] {result.summary()}")
+    return result
+
+
+def _judge_chain(stack: CeleryStack, emulator: VendorEmulator, family: str, result: Configuration) -> None:
+    """At the vendor: the stored refresh token is the family's current one and a forced refresh works."""
+    status = stack.cli("worker1", "status", "--json", result.conn_id)
+    rows = json.loads(status.stdout) if status.returncode == 0 else []
+    result.status = {k: v for k, v in (rows[0] if rows else {}).items() if k in ("state", "generation", "lock_in_use", "warnings")}
+    result.lock_in_use = result.status.get("lock_in_use")
+    stored = stack.stored_refresh_token(result.conn_id)
+    snapshot = emulator.current_tokens(family)
+    result.stored_is_current = stored is not None and stored == snapshot.refresh_token
+    before = emulator.counters
+    forced = stack.cli("worker2", "refresh", "--force", result.conn_id)
+    after = emulator.counters
+    accepted = after.get("ok", 0) - before.get("ok", 0) == 1
+    rejected = sum(after.get(k, 0) - before.get(k, 0) for k in REAL_REJECTIONS)
+    result.invalid_grant_total += rejected
+    stored_after = stack.stored_refresh_token(result.conn_id, component="worker1")
+    result.force_refresh_ok = (
+        forced.returncode == 0
+        and accepted
+        and rejected == 0
+        and stored_after == emulator.current_tokens(family).refresh_token
+        and emulator.is_refresh_token_valid(stored_after or "")
+    )
+    result.family_revoked = emulator.current_tokens(family).revoked

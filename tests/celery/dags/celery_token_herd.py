@@ -1,0 +1,81 @@
+"""Many uses of one token right at its refresh point, on a CeleryExecutor deployment.
+
+Every run is triggered with ``conf = {"conn_id": ..., "use_at": <epoch seconds>}``: the mapped
+tasks (on the Celery workers) call the vendor's protected API through the hook at ``use_at`` or as
+soon after as they get a slot, and the sensors defer at once so that their triggers (in the
+triggerer, ``refresh=True``) check and refresh at ``use_at``. The harness picks ``use_at`` just after
+the token's refresh point: every use needs a fresh token, and exactly one refresh must reach the
+vendor.
+
+``celery_token_herd``: 64 mapped tasks + 8 sensors (``make cluster-demo``);
+``celery_token_herd_small``: 12 mapped tasks + 4 sensors = 16 uses (``make test``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, get_current_context, task
+
+from airflow_provider_tokenrefresh.sensors.tokenrefresh import TokenValidSensor
+
+
+class TokenAtExpirySensor(TokenValidSensor):
+    """Defers at once; its trigger's first check (with refresh) happens at ``conf['use_at']``."""
+
+    def execute(self, context: Any) -> Any:
+        from airflow_provider_tokenrefresh.triggers.tokenrefresh import TokenValidTrigger
+
+        use_at = float(context["dag_run"].conf["use_at"])
+        self.defer(
+            trigger=TokenValidTrigger(self.conn_id, self.min_ttl, True, max(0.5, use_at - time.time())),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+
+@task(retries=0, execution_timeout=timedelta(minutes=5))
+def use_token(i: int) -> dict[str, Any]:
+    """Call the vendor's protected API with the connection's token at ``use_at``."""
+    import os
+
+    from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+
+    conf = get_current_context()["dag_run"].conf
+    use_at = float(conf["use_at"])
+    while time.time() < use_at:  # the scenario's moment (wall clock), not a synchronization
+        time.sleep(min(0.05, max(0.0, use_at - time.time())))
+    hook = TokenRefreshHook(conf["conn_id"])
+    with hook.http_client(timeout=30) as client:
+        response = client.get("/api/v1/sample")
+    response.raise_for_status()
+    return {
+        "i": i,
+        "status": response.status_code,
+        "late_by": round(time.time() - use_at, 2),
+        "home": os.environ.get("AIRFLOW_HOME", ""),
+    }
+
+
+for dag_id, tasks, sensors in (("celery_token_herd", 64, 8), ("celery_token_herd_small", 12, 4)):
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["tokenrefresh", "celery"],
+        doc_md=__doc__,
+    ):
+        use_token.expand(i=list(range(tasks)))
+        for n in range(sensors):
+            TokenAtExpirySensor(
+                task_id=f"sensor_{n}",
+                conn_id="{{ dag_run.conf['conn_id'] }}",
+                refresh=True,
+                poke_interval=2,
+                timeout=300,
+                retries=0,
+            )
