@@ -18,6 +18,7 @@ help:
 	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
 	@echo "make chaos   - the full chaos run (1,000 rounds of crashes and faults), report in .artifacts/chaos.json"
 	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
+	@echo "make cluster-demo - a real CeleryExecutor deployment: 64 tasks + 8 sensors at expiry, 3 windows, 4 lock settings; table + benchmarks/results/celery.json"
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -58,6 +59,10 @@ bench: venv
 chaos: venv
 	mkdir -p .artifacts
 	$(PY) -m tests.concurrency.chaos --rounds $${ROUNDS:-1000} --json .artifacts/chaos.json
+
+.PHONY: cluster-demo
+cluster-demo: venv system-deps
+	$(PY) -m tests.celery.demo --windows $${WINDOWS:-3} --json benchmarks/results/celery.json
 
 .PHONY: emulate
 emulate: venv
