@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict
@@ -39,6 +40,14 @@ def in_execution_context() -> bool:
     return runner is not None and getattr(runner, "SUPERVISOR_COMMS", None) is not None
 
 
+#: One gate for every Variable call of this process. In a triggerer all triggers share one
+#: supervisor channel that answers requests one at a time; without the gate, fifty triggers' calls
+#: queue behind each other and a claim's compare-to-acknowledged window grows past the keeper's
+#: bound, so claims are withdrawn again and again. Holding the gate across the compare and the set
+#: keeps that window at two calls however many triggers (or threads) share the process.
+_IO_GATE = threading.Lock()
+
+
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -49,11 +58,18 @@ class VariableTokenStore:
     name = "variable"
     #: Variables have no compare-and-set: the keeper claims by write, settle, read back.
     atomic = False
-    last_write_window: float | None = None
 
     def __init__(self, *, legacy_keys: dict[str, str] | None = None) -> None:
+        self._local = threading.local()  # one store may serve several threads (a triggerer)
         #: key -> the key 0.1.0 used for the same record (a store_path Airflow does not mask).
         self.legacy_keys = dict(legacy_keys or {})
+
+    @property
+    def last_write_window(self) -> float | None:
+        """Seconds from the compare's read to the acknowledged write of this thread's last write: the
+        window in which another writer's value could have landed unseen (the keeper bounds it)."""
+        window: float | None = getattr(self._local, "window", None)
+        return window
 
     def _env_shadow(self, key: str) -> None:
         env = f"AIRFLOW_VAR_{key.upper()}"
@@ -65,6 +81,10 @@ class VariableTokenStore:
             )
 
     def _get_raw(self, key: str) -> str | None:
+        with _IO_GATE:
+            return self._get_raw_ungated(key)
+
+    def _get_raw_ungated(self, key: str) -> str | None:
         self._env_shadow(key)
         if in_execution_context():
             from airflow.sdk import Variable
@@ -120,17 +140,16 @@ class VariableTokenStore:
         """Write if the stored JSON is unchanged since it was read, then verify the read-back."""
         import time
 
-        started = time.monotonic()
-        current = self._get_raw(key)
-        if (None if current is None else _digest(current)) != expected_version:
-            raise StoreConflict(f"Variable {key!r} changed since it was read; not overwriting it")
-        # No fencing check here: a lock's counter restarts with its server (Redis without
-        # persistence), and the keeper's claim on its own intent id is what excludes a stale holder.
         raw = record.to_storage_json()
-        self._set_raw(key, raw)
-        #: Seconds from the compare's read to the acknowledged write: the window in which another
-        #: writer's value could have landed unseen (the keeper's claim protocol bounds it).
-        self.last_write_window = time.monotonic() - started
+        with _IO_GATE:
+            started = time.monotonic()
+            current = self._get_raw_ungated(key)
+            if (None if current is None else _digest(current)) != expected_version:
+                raise StoreConflict(f"Variable {key!r} changed since it was read; not overwriting it")
+            # No fencing check here: a lock's counter restarts with its server (Redis without
+            # persistence), and the keeper's claim on its own intent id is what excludes a stale holder.
+            self._set_raw(key, raw)
+            self._local.window = time.monotonic() - started
         echoed = self._get_raw(key)
         if echoed != raw:
             if echoed is not None and echoed != current:

@@ -1,0 +1,180 @@
+"""Fifty deferred waits on one real triggerer.
+
+* One slow vendor (10-second answers) must not hold up the other triggers: their blocking work
+  (store, lock, vendor call) runs on the provider's own thread pool, not on ``sync_to_async``'s
+  one shared thread. Shown with the real ``TokenValidSensor``: 49 sensors on one vendor fire while
+  the one request to the slow vendor is still open (judged at the vendors: the slow request has
+  arrived and has not been answered).
+* Fifty triggers that all refresh through the Variable store (write, settle, read back) in one
+  triggerer all fire, each with exactly one refresh at the vendor: their Variable calls share the
+  triggerer's one supervisor channel, and the store keeps each claim's window short.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_tokenrefresh.stores import FileTokenStore
+from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
+from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+
+if TYPE_CHECKING:
+    from tests.airflow.conftest import Deployment
+
+FAST = 49
+SLOW_ANSWER = 10.0
+
+
+def _seed(deployment: Deployment, emu: Any, conn_id: str, **extra: Any) -> Any:
+    seed = emu.issue_tokens()
+    # No access token: the first use must refresh.
+    deployment.stack.put_connection(
+        conn_id, "tokenrefresh_oauth2_basic", **emulator_connection(emu, seed.refresh_token, None, **extra)
+    )
+    return seed
+
+
+def _states(deployment: Deployment, dag_id: str, run_id: str) -> dict[int, str]:
+    return {
+        ti["map_index"]: ti["state"]
+        for ti in deployment.stack.task_instances(dag_id, run_id)
+        if ti["task_id"] == "wait"
+    }
+
+
+def _wait_until(condition: Any, timeout: float, what: str, explain: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not within {timeout}s" + (f":\n{explain()}" if explain else ""))
+
+
+def _family_alive(emu: Any, family: str, stored_refresh_token: str | None) -> bool:
+    return (
+        stored_refresh_token is not None
+        and emu.current_tokens(family).refresh_token == stored_refresh_token
+        and (emu.is_refresh_token_valid(stored_refresh_token))
+    )
+
+
+def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployment) -> None:
+    stack = deployment.stack
+    stack.wait_for_dag("token_sensor_crowd")
+    with (
+        OAuth2BasicEmulator(rotation=True, reuse_detection=True) as fast,
+        OAuth2BasicEmulator(rotation=True, reuse_detection=True) as slow,
+    ):
+        fast_ids = [f"crowd_fast_{i}" for i in range(FAST)]
+        seeds = {conn_id: _seed(deployment, fast, conn_id, store="file") for conn_id in fast_ids}
+        slow_seed = _seed(deployment, slow, "crowd_slow", store="file")
+        # The fast vendor is down until every sensor waits in the triggerer; the slow vendor is down
+        # for the worker's first check, then answers the triggerer's request after 10 s.
+        fast.inject("http_503", times=100_000)
+        slow.inject("http_503")
+        slow.inject("slow", delay=SLOW_ANSWER)
+
+        fast_run = stack.trigger("token_sensor_crowd", {"conn_ids": fast_ids})
+        _wait_until(
+            lambda: (
+                list(_states(deployment, "token_sensor_crowd", fast_run).values()).count("deferred") == FAST
+            ),
+            240,
+            "49 sensors deferred",
+            lambda: _states(deployment, "token_sensor_crowd", fast_run),
+        )
+        slow_run = stack.trigger("token_sensor_crowd", {"conn_ids": ["crowd_slow"]})
+
+        def slow_request_open() -> bool:
+            return slow.refresh_requests == 2 and len(slow.answers) == 1
+
+        _wait_until(slow_request_open, 120, "the triggerer's request to the slow vendor")
+        opened = time.monotonic()
+        fast.clear_faults()  # the fast vendor is back: every fast trigger can refresh now
+
+        def fast_fired() -> bool:
+            states = _states(deployment, "token_sensor_crowd", fast_run)
+            return sum(1 for s in states.values() if s != "deferred") == FAST
+
+        _wait_until(
+            fast_fired,
+            60,
+            "the 49 fast sensors firing",
+            lambda: _states(deployment, "token_sensor_crowd", fast_run),
+        )
+        fired_after = time.monotonic() - opened
+        still_open = slow_request_open()
+        assert still_open, (
+            f"the 49 fast triggers fired only {fired_after:.1f}s after the slow request opened, after it was "
+            "answered: the slow vendor call held them up"
+        )
+        assert stack.wait_run("token_sensor_crowd", fast_run, timeout=180) == "success", stack.explain(
+            "token_sensor_crowd", fast_run
+        )
+        assert stack.wait_run("token_sensor_crowd", slow_run, timeout=180) == "success", stack.explain(
+            "token_sensor_crowd", slow_run
+        )
+
+        # At the vendors: one successful refresh per family, nothing rejected, every stored token live.
+        assert fast.counters.get("ok", 0) == FAST, fast.counters
+        assert slow.counters.get("ok", 0) == 1, slow.counters
+        assert fast.counters.get("invalid_grant", 0) == 0 and slow.counters.get("invalid_grant", 0) == 0
+        store = FileTokenStore(str(stack.home / "tokenrefresh-store"))
+        for conn_id, seed in [*seeds.items(), ("crowd_slow", slow_seed)]:
+            emu = slow if conn_id == "crowd_slow" else fast
+            record, _ = store.read(f"tokenrefresh_token__{conn_id}")
+            stored = record.refresh_token.get_secret_value() if record and record.refresh_token else None
+            assert _family_alive(emu, emu.family_of(seed.refresh_token), stored), conn_id
+        print(
+            f"49 fast sensors fired {fired_after:.1f}s after the slow request opened (answer after {SLOW_ANSWER:.0f}s)"
+        )
+
+
+def _stored_refresh_tokens(deployment: Deployment, keys: list[str]) -> dict[str, str | None]:
+    """Every key's stored refresh token, read in one child process with the deployment's settings."""
+    code = (
+        "import json,sys\n"
+        "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
+        "s=VariableTokenStore(); out={}\n"
+        "for k in sys.argv[1:]:\n"
+        "    r,_=s.read(k); out[k]=r.refresh_token.get_secret_value() if r and r.refresh_token else None\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *keys],
+        env=deployment.stack.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, str | None] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_fifty_triggers_refreshing_through_the_variable_store_all_fire(deployment: Deployment) -> None:
+    stack = deployment.stack
+    stack.wait_for_dag("token_trigger_crowd")
+    with OAuth2BasicEmulator(rotation=True, reuse_detection=True) as emu:
+        ids = [f"crowd_var_{i}" for i in range(50)]
+        seeds = {conn_id: _seed(deployment, emu, conn_id) for conn_id in ids}  # default store: Variables
+        run = stack.trigger("token_trigger_crowd", {"conn_ids": ids})
+        state = stack.wait_run("token_trigger_crowd", run, timeout=300)
+        logs = stack.run_logs("token_trigger_crowd", run)
+        withdrawn = logs.count("withdrawing")
+        assert state == "success", f"{withdrawn} withdrawn claims\n" + stack.explain(
+            "token_trigger_crowd", run
+        )
+        assert list(_states(deployment, "token_trigger_crowd", run).values()) == ["success"] * 50
+        assert emu.counters.get("ok", 0) == 50, emu.counters  # one refresh per connection, at the vendor
+        assert emu.counters.get("invalid_grant", 0) == 0, emu.counters
+        stored = _stored_refresh_tokens(deployment, [f"tokenrefresh_token__{c}" for c in ids])
+        for conn_id, seed in seeds.items():
+            assert _family_alive(
+                emu, emu.family_of(seed.refresh_token), stored[f"tokenrefresh_token__{conn_id}"]
+            ), conn_id
+        print(f"50 Variable-store triggers fired; {withdrawn} claims withdrawn on the way")
