@@ -3,6 +3,14 @@
 Shared by the herd test (``tests/concurrency/test_herd.py``) and the herd benchmark (product code and benchmarks never import ``tests``). Every round
 moves a *virtual* clock (shared by construction: real time + round x ``ROUND_SECONDS``) far enough
 that the stored access token has expired, then all processes ask for a token at once (barrier).
+
+:func:`run_task_herd` drives the same herd in real Airflow task processes: the mapped task
+instances of one DAG run (``tests/concurrency/dags/herd_in_task_dag.py``) on an
+:class:`~airflow_provider_tokenrefresh.testing.stack.AirflowStack`, each reading and writing the
+Variable store through the execution API. Tasks run on the real clock, so a round starts once the
+token the previous round handed out has really passed its refresh point (a short-lived vendor
+token keeps that short); the rounds are synchronised through files (``ready-*``, ``go-*``,
+``result-*``) in a directory both sides see.
 """
 
 from __future__ import annotations
@@ -191,6 +199,8 @@ class TaskHerdResult:
     ti_states: list[tuple[str, int, str]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: Seconds from the trigger until every member was ready for round 0 (task start-up).
+    startup_s: float = 0.0
 
     @property
     def refreshes_per_round(self) -> list[int]:
@@ -292,6 +302,8 @@ def run_task_herd(
     previous: list[dict[str, Any]] = []
     for r in range(rounds):
         run.wait_files(out, f"ready-{r}-*", tasks, timeout)
+        if r == 0:
+            result.startup_s = time.monotonic() - started
         good = [row for row in previous if row.get("expires_at") is not None]
         if good:
             due = _due_at(good)

@@ -92,7 +92,9 @@ def test_herd_postgres_lock_with_aws_store(vendor: Any, postgres_server: str, mo
 
 @pytest.mark.slow
 def test_herd_file_lock_with_variable_store(vendor: Any, tmp_path: Path) -> None:
-    """The embedded default (one machine): file lock + Airflow Variables in a real SQLite metadata DB."""
+    """The embedded default (one machine): file lock + Airflow Variables in a real SQLite metadata DB,
+    in the server context (core ``Variable``). The in-task path, through the execution API from
+    real mapped task instances, is ``test_herd_in_task.py``."""
     from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
     stack = AirflowStack(home=tmp_path / "airflow", dags_folder=tmp_path / "dags")

@@ -1,7 +1,8 @@
 """The herd in real Airflow task processes, through the execution API.
 
 16 mapped task instances of one DAG run (``dags/herd_in_task_dag.py``), run by a real scheduler
-and LocalExecutor (``AirflowStack``: api-server, scheduler, dag-processor, triggerer; SQLite;
+and LocalExecutor (``AirflowStack``: api-server, scheduler, dag-processor — nothing defers, so no
+triggerer; SQLite;
 127.0.0.1; ``[core] parallelism`` above the herd so every member runs at once), need the token
 of one connection with default settings (``lock: auto`` → file lock, ``store: variable`` →
 ``airflow.sdk.Variable`` through the execution API) at the same moment, round after round, against
@@ -20,6 +21,7 @@ all of them returned only after it.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,13 @@ def stack(tmp_path: Path) -> Any:
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": slots,
         },
     )
+    t0 = time.monotonic()
     try:
         deployment.migrate()
-        deployment.start()
+        # Nothing here defers: no triggerer, one process less competing for the two cores.
+        deployment.start(components=("api-server", "scheduler", "dag-processor"))
         deployment.wait_for_dag("herd_in_task")
+        print(f"stack up in {time.monotonic() - t0:.1f}s")
         yield deployment
     finally:
         deployment.stop()
@@ -82,7 +87,10 @@ def test_mapped_tasks_share_one_refresh_per_expiry_window(
 
     result = run_task_herd(stack, vendor, tmp_path / "herd", conn_id=CONN_ID, tasks=TASKS, rounds=ROUNDS)
 
-    print(f"herd in tasks: {TASKS} x {ROUNDS} rounds in {result.wall_s:.1f}s, vendor {result.counters}")
+    print(
+        f"herd in tasks: {TASKS} x {ROUNDS} rounds in {result.wall_s:.1f}s (trigger to all members ready: "
+        f"{result.startup_s:.1f}s), vendor {result.counters}"
+    )
     for r in result.rounds:
         print(
             f"round {r.index}: {r.refreshes} refresh(es), {r.token_requests} token request(s), {r.overlap()}"
