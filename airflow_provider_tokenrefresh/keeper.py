@@ -83,6 +83,7 @@ from airflow_provider_tokenrefresh.errors import (
 )
 from airflow_provider_tokenrefresh.lease import Decision, View, decide, needs_refresh
 from airflow_provider_tokenrefresh.redaction import redact, remember_secrets
+from airflow_provider_tokenrefresh.shield import deferred_signals
 from airflow_provider_tokenrefresh.tokens import AlternateTokens, TokenRecord, fingerprint, utcnow
 
 if TYPE_CHECKING:
@@ -578,10 +579,20 @@ class TokenKeeper:
     ) -> RefreshOutcome | _Retry:
         """Call the vendor with the intent's refresh token and store what it says."""
         assert intent.refresh_token is not None and intent.intent_id is not None
+        self._step("before_request")
+        # From the request on, this process may hold the only live refresh token: a SIGTERM,
+        # SIGINT or SIGALRM (execution_timeout) raised now would drop it. They are held until the
+        # answer is stored (main thread only; see airflow_provider_tokenrefresh.shield).
+        with deferred_signals("a refresh answer was on its way to the store"):
+            return self._ask_and_store(intent, version, replay=replay, suspect=suspect)
+
+    def _ask_and_store(
+        self, intent: TokenRecord, version: Version, *, replay: bool, suspect: bool
+    ) -> RefreshOutcome | _Retry:
+        assert intent.refresh_token is not None and intent.intent_id is not None
         old_refresh = intent.refresh_token.get_secret_value()
         access = intent.access_token.get_secret_value() if intent.access_token else None
         try:
-            self._step("before_request")
             answer = self._call_vendor(old_refresh, access)
         except RefreshTokenRejected as exc:
             return self._on_rejected(intent, self._named(exc), replay=replay, suspect=suspect)

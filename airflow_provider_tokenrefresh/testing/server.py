@@ -14,6 +14,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, cast
@@ -320,7 +321,14 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             client_cert_subject=subject,
         )
+        arrived = time.time()
         response = emulator._dispatch(request)
+        if path == emulator.sample_path:
+            token = emulator.sample_access_token(request)
+            if token is not None:
+                # The first-use log: when the vendor first saw each access token (chaos judges that
+                # no token was used before its record was durable).
+                emulator.note_access_use(token, arrived, accepted=response.status == 200)
         logger.debug(
             "emulator %s: %s %s -> %s",
             emulator.name,

@@ -103,6 +103,25 @@ class _Family:
         )
 
 
+@dataclass(frozen=True)
+class AccessUse:
+    """The first presentation of an access token at the protected sample API.
+
+    :param at: wall-clock time (``time.time()``) at which the request arrived.
+    :param accepted: whether the sample API answered 200.
+    """
+
+    at: float
+    accepted: bool
+
+
+def _use_key(access_token: str) -> str:
+    # The first-use log keys tokens by a digest: it never holds a token itself.
+    import hashlib
+
+    return hashlib.sha256(access_token.encode("utf-8")).hexdigest()
+
+
 RefreshOutcome = Literal["ok", "invalid_grant", "bad_auth"]
 
 
@@ -321,6 +340,27 @@ class TokenState(Ledger):
                 and family.refresh_token == refresh_token
                 and self.clock() < family.refresh_expires_at
             )
+
+    def note_access_use(self, access_token: str, at: float, accepted: bool) -> None:
+        """Log a presentation of ``access_token`` at the protected sample API (the server calls this
+        for every sample request, with its wall-clock arrival time ``at``); only the first is kept."""
+        key = _use_key(access_token)
+        with self._lock:
+            uses = self.__dict__.setdefault("_access_uses", {})
+            if key not in uses:
+                uses[key] = AccessUse(at=at, accepted=accepted)
+
+    def first_use(self, access_token: str) -> AccessUse | None:
+        """When the vendor first saw ``access_token`` at its protected API (``None``: never)."""
+        with self._lock:
+            uses: dict[str, AccessUse] = self.__dict__.get("_access_uses", {})
+            return uses.get(_use_key(access_token))
+
+    def first_use_by_digest(self, token_digest: str) -> AccessUse | None:
+        """:meth:`first_use` by the token's SHA-256 hex digest (for reports that hold no token)."""
+        with self._lock:
+            uses: dict[str, AccessUse] = self.__dict__.get("_access_uses", {})
+            return uses.get(token_digest)
 
     def is_access_token_valid(self, access_token: str) -> bool:
         """Whether the sample API would accept this access token now."""

@@ -1,0 +1,221 @@
+"""One chaos process: a real keeper on a real store and lock, a fault, the token used at the vendor.
+
+Forked by the runner (the package, httpx, hvac, boto3, redis and psycopg are imported once in
+the parent). ``cfg`` is plain data; ``conn`` is this child's end of a pipe to the runner (events
+out, "go" in); ``holder_dead`` is set by the runner once a waiter's holder is dead (see
+:func:`_clock`). What the child did is written as JSON to ``cfg["result"]``: its outcome, the
+digest of the access token it was handed, the sample API's answer to it, and the wall-clock time at
+which each rotated record's write was acknowledged by the store (``acks``). Tokens are test data,
+but the report holds digests only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _write_json(path: str, payload: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh)
+    os.replace(tmp, path)
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WatchedStore:
+    """The real store, with the chaos hooks around it: acknowledged writes are timed, store faults
+    injected, and a waiter tells the runner when it first reads someone else's intent."""
+
+    def __init__(self, inner: Any, cfg: dict[str, Any], conn: Any, result: dict[str, Any]) -> None:
+        self._inner = inner
+        self._cfg = cfg
+        self._conn = conn
+        self._result = result
+        self._answer_writes = 0
+        self._told = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def read(self, key: str) -> Any:
+        record, version = self._inner.read(key)
+        if self._cfg.get("tell_intent") and not self._told and record is not None and record.intent_id:
+            self._told = True
+            self._conn.send(("saw_intent", None))
+        return record, version
+
+    def write(self, key: str, record: Any, expected_version: Any) -> Any:
+        answer = record.intent_id is None and record.refresh_started_at is None
+        fault = self._cfg.get("store_fault")
+        if answer:
+            self._answer_writes += 1
+            if fault == "fail_always" or (fault == "fail_once" and self._answer_writes == 1):
+                raise OSError("injected: store unavailable")
+            if fault == "torn":
+                return self._torn(key, record, expected_version)
+        version = self._inner.write(key, record, expected_version)
+        if answer and record.access_token is not None:
+            self._result["acks"].append([digest(record.access_token.get_secret_value()), time.time()])
+        return version
+
+    def _torn(self, key: str, record: Any, expected_version: Any) -> Any:
+        """Run the real write with a SIGKILL inside it (never returns)."""
+        store = self._cfg["spec"]["store"]
+        if store == "file":
+            if self._cfg["torn_variant"] == "partial":
+                real_fdopen = os.fdopen
+
+                class Half:
+                    def __init__(self, fh: Any) -> None:
+                        self.fh = fh
+
+                    def __enter__(self) -> Half:
+                        return self
+
+                    def __exit__(self, *exc: Any) -> None:
+                        self.fh.close()
+
+                    def write(self, data: bytes) -> int:
+                        self.fh.write(data[: len(data) // 2])
+                        self.fh.flush()
+                        os.fsync(self.fh.fileno())
+                        _die()
+                        return 0
+
+                os.fdopen = lambda fd, *a, **k: Half(real_fdopen(fd, *a, **k))  # type: ignore[assignment]
+            else:
+                os.replace = lambda *a, **k: _die()  # type: ignore[assignment]
+        elif store == "aws":
+            self._inner.client.update_secret_version_stage = lambda **kw: _die()
+        elif store == "vault":
+            kv = self._inner.client.secrets.kv.v2
+            real = kv.create_or_update_secret
+
+            def applied_then_killed(**kw: Any) -> Any:
+                real(**kw)
+                _die()
+
+            kv.create_or_update_secret = applied_then_killed
+        self._inner.write(key, record, expected_version)
+        raise AssertionError("the torn write returned")
+
+
+def _use(url: str, access: str) -> int:
+    """GET the vendor's protected sample API with the access token; its HTTP status. (urllib: an
+    httpx client would build a TLS context per process, 0.1-0.2 s each, for a plain-http call.)"""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {access}"})
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never a proxy
+        with opener.open(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _clock(offset: float, holder_dead: Any, stale_after: float) -> Any:
+    """The keeper's wall clock, ``offset`` seconds ahead (each run of a round is later than the one
+    before by more than the stale bound). Once the runner has seen a waiter's holder dead, the
+    waiter's clock moves past the bound too: the waiting a real waiter would do, without the wait."""
+    from airflow_provider_tokenrefresh.tokens import utcnow
+
+    base = timedelta(seconds=offset)
+    jump = timedelta(seconds=stale_after + 1)
+
+    def now() -> Any:
+        return utcnow() + base + (jump if holder_dead.is_set() else timedelta(0))
+
+    return now
+
+
+def _install_signal_handlers() -> Any:
+    """As in a task process: SIGTERM raises AirflowTaskTerminated (Airflow 2's task runner, most
+    operator harnesses), SIGALRM is execution_timeout's own handler (Airflow's TimeoutPosix),
+    SIGINT is Python's KeyboardInterrupt (the first step of the supervisor's escalation)."""
+    from airflow.sdk.exceptions import AirflowTaskTerminated
+    from airflow.sdk.execution_time.timeout import TimeoutPosix
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise AirflowTaskTerminated("Task received SIGTERM signal")
+
+    signal.signal(signal.SIGTERM, on_term)
+    return TimeoutPosix(seconds=600, error_message="execution_timeout")
+
+
+def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
+    from airflow_provider_tokenrefresh.errors import TokenRefreshError
+    from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+    from airflow_provider_tokenrefresh.testing.backends import build_client, build_lock, build_store
+
+    result: dict[str, Any] = {"pid": os.getpid(), "acks": [], "outcome": None}
+    try:
+        spec = cfg["spec"]
+        TokenKeeper.clear_cache()
+        TokenKeeper._unsaved.clear()
+        keeper = TokenKeeper(
+            cfg["key"],
+            build_client(spec, timeout=cfg["client_timeout"], backoff_base=0.01),
+            WatchedStore(build_store(spec), cfg, conn, result),
+            build_lock(spec),
+            Seed(cfg["seed"]),
+            conn_id="chaos",
+            write_backoff=0.001,
+            lock_timeout=20,
+            stale_after=cfg["stale_after"],
+            clock=_clock(cfg["clock_offset"], holder_dead, cfg["stale_after"]),
+        )
+
+        def checkpoint(step: str) -> None:
+            if step == cfg.get("kill_at"):
+                _die()
+            if step == cfg.get("pause_at"):
+                conn.send(("paused", step))
+                conn.recv()
+
+        keeper.checkpoint = checkpoint
+        timer = _install_signal_handlers()
+        try:
+            with timer:
+                conn.send(("started", None))
+                record = keeper.refresh(force=True).record
+        except TokenRefreshError as exc:
+            result["outcome"] = f"error:{exc.kind}"
+        except (KeyboardInterrupt, Exception) as exc:
+            from airflow.sdk.exceptions import AirflowTaskTerminated, AirflowTaskTimeout
+
+            if isinstance(exc, (KeyboardInterrupt, AirflowTaskTerminated, AirflowTaskTimeout)):
+                result["outcome"] = "terminated"
+                result["terminated_by"] = type(exc).__name__
+            else:
+                result["outcome"] = f"crash:{type(exc).__name__}"
+        except BaseException as exc:  # AirflowTaskTerminated / AirflowTaskTimeout are BaseExceptions
+            result["outcome"] = "terminated"
+            result["terminated_by"] = type(exc).__name__
+        else:
+            assert record.access_token is not None
+            access = record.access_token.get_secret_value()
+            result["outcome"] = "token"
+            result["generation"] = record.generation
+            result["access"] = digest(access)
+            # Use what we were handed, at the vendor's protected API.
+            result["sample_status"] = _use(cfg["sample_url"], access)
+        keeper.close()
+    except BaseException as exc:  # setup failed: say so instead of dying silently
+        result["outcome"] = f"crash:{type(exc).__name__}"
+        result["detail"] = str(exc)[:300]
+    _write_json(cfg["result"], result)
