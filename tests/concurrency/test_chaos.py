@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,34 @@ def test_chaos_judged_at_the_vendor(tmp_path: Path) -> None:
             if key.startswith(f"{name} x ")
             for end in [key.rsplit(" -> ", 1)[1]]
         )
+
+
+def _fake_round(results: dict[str, Any], uses: dict[str, float]) -> Any:
+    from airflow_provider_tokenrefresh.testing.state import AccessUse
+
+    from .chaos.runner import ChaosReport
+
+    emulator = SimpleNamespace(first_use_by_digest=lambda d: AccessUse(uses[d], True) if d in uses else None)
+    return SimpleNamespace(
+        run=SimpleNamespace(emulator=emulator, report=ChaosReport()), results=results, problems=[]
+    )
+
+
+def test_the_first_use_judge_catches_a_token_used_before_its_commit() -> None:
+    """Negative controls of the durability check (a keeper that hands out before storing)."""
+    from .chaos.judge import check_first_use
+
+    handed = {"outcome": "token", "access": "a" * 64, "sample_status": 200}
+    early = _fake_round({"holder": {**handed, "acks": [["a" * 64, 100.5]]}}, {"a" * 64: 100.0})
+    check_first_use(early)
+    assert early.problems and "before its record was durable" in early.problems[0]
+    never = _fake_round({"holder": {**handed, "acks": []}}, {"a" * 64: 100.0})
+    check_first_use(never)
+    assert never.problems == ["holder was handed a token no write of which was acknowledged"]
+    unused = _fake_round({"holder": {**handed, "acks": [["a" * 64, 99.0]]}}, {})
+    check_first_use(unused)
+    assert unused.problems == ["holder was handed a token the vendor never saw used"]
+    fine = _fake_round({"holder": {**handed, "acks": [["a" * 64, 99.0]]}}, {"a" * 64: 100.0})
+    check_first_use(fine)
+    assert fine.problems == []
+    assert fine.run.report.checks["token used after its commit"] == 1
