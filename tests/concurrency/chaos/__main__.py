@@ -13,6 +13,12 @@ from . import run_chaos
 from .table import markdown_table
 
 
+def _progress(report: object, seconds: float) -> None:
+    rounds = getattr(report, "rounds", 0)
+    violations = len(getattr(report, "violations", []))
+    print(f"chaos: {rounds} rounds, {violations} violations, {seconds:.0f}s", file=sys.stderr, flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="chaos run of crash-safe rotation, judged at the vendor")
     parser.add_argument("--rounds", type=int, default=10_000)
@@ -26,7 +32,7 @@ def main() -> int:
     )  # the report is the output; the keepers' warnings are expected
     with tempfile.TemporaryDirectory(prefix="tokenrefresh-chaos-") as tmp:
         only = set(args.only.split(",")) if args.only else None
-        report = run_chaos(args.rounds, Path(tmp), seed=args.seed, only=only)
+        report = run_chaos(args.rounds, Path(tmp), seed=args.seed, only=only, progress=_progress)
     data = report.as_dict()
     text = json.dumps(data, indent=2)
     table = markdown_table(report)

@@ -287,7 +287,12 @@ def warm_up() -> None:
 
 
 def run_chaos(
-    rounds: int, workdir: Path, *, seed: int = 20261123, only: set[str] | None = None
+    rounds: int,
+    workdir: Path,
+    *,
+    seed: int = 20261123,
+    only: set[str] | None = None,
+    progress: Any = None,
 ) -> ChaosReport:
     """Run ``rounds`` rounds against real servers and an emulated vendor; violations listed, not raised."""
     from airflow_provider_tokenrefresh.testing import EMULATORS
@@ -304,5 +309,7 @@ def run_chaos(
         for n, (fault, store, lock) in enumerate(schedule):
             report.rounds += 1
             play(run, n, fault, store, lock)
+            if progress is not None and report.rounds % 250 == 0:
+                progress(report, time.monotonic() - started)
     report.seconds = time.monotonic() - started
     return report
