@@ -229,9 +229,15 @@ class _Run:
     run_id: str
 
     def state(self) -> str:
-        with self.stack.api() as api:
-            state: str = api.get(f"/api/v2/dags/{self.dag_id}/dagRuns/{self.run_id}").json()["state"]
-            return state
+        """The run's state, or ``unknown`` while the api-server does not answer (it is polled again)."""
+        import httpx
+
+        try:
+            with self.stack.api() as api:
+                state: str = api.get(f"/api/v2/dags/{self.dag_id}/dagRuns/{self.run_id}").json()["state"]
+                return state
+        except httpx.HTTPError:
+            return "unknown"
 
     def wait_files(self, out: Any, pattern: str, count: int, timeout: float) -> None:
         """Poll (bounded) until ``count`` files match ``pattern``; fail at once if the run ended."""
