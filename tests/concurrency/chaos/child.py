@@ -154,6 +154,9 @@ def _install_signal_handlers() -> Any:
         raise AirflowTaskTerminated("Task received SIGTERM signal")
 
     signal.signal(signal.SIGTERM, on_term)
+    # Python's own SIGINT handler, even when started in the background (a non-interactive shell
+    # starts background jobs with SIGINT ignored, and Python then keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return TimeoutPosix(seconds=600, error_message="execution_timeout")
 
 
