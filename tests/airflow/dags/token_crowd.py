@@ -43,11 +43,15 @@ def conn_ids(**context: Any) -> list[str]:
     return list(context["dag_run"].conf["conn_ids"])
 
 
+@task
+def sensor_kwargs(**context: Any) -> list[dict[str, Any]]:
+    conf = context["dag_run"].conf
+    return [{"conn_id": conn_id, "refresh": bool(conf.get("refresh"))} for conn_id in conf["conn_ids"]]
+
+
 @dag(schedule=None, catchup=False, max_active_tasks=64, tags=["test"])
 def token_sensor_crowd() -> None:
-    TokenValidSensor.partial(task_id="wait", refresh=True, poke_interval=2.0, timeout=600).expand(
-        conn_id=conn_ids()
-    )
+    TokenValidSensor.partial(task_id="wait", poke_interval=1.0, timeout=600).expand_kwargs(sensor_kwargs())
 
 
 @dag(schedule=None, catchup=False, max_active_tasks=64, tags=["test"])
