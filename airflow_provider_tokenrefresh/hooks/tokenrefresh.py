@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     import httpx
 
     from airflow_provider_tokenrefresh.auth import RequestsTokenAuth, TokenAuth
-    from airflow_provider_tokenrefresh.keeper import TokenKeeper
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, TokenKeeper
     from airflow_provider_tokenrefresh.locks import RefreshLock
+    from airflow_provider_tokenrefresh.metrics import ConnectionMetrics
     from airflow_provider_tokenrefresh.settings import ConnectionSettings
     from airflow_provider_tokenrefresh.stores import TokenStore
     from airflow_provider_tokenrefresh.tokens import TokenRecord
@@ -122,6 +123,7 @@ class TokenRefreshHook(BaseHook):
         )
         assert extra.refresh_token is not None  # settings_from_fields guarantees it
         store, lock = self.build_store(), self.build_lock()
+        self.metrics.instrument(client, lock)  # vendor requests and lock waits, whoever asks
         if extra.refresh_stale_after is not None:
             floor = (
                 default_stale_after(
@@ -174,11 +176,36 @@ class TokenRefreshHook(BaseHook):
         """The coordinator (Airflow's conventional hook entry point)."""
         return self.keeper
 
+    @functools.cached_property
+    def metrics(self) -> ConnectionMetrics:
+        """This connection's metrics through Airflow's Stats (docs/metrics.md)."""
+        from airflow_provider_tokenrefresh.metrics import ConnectionMetrics
+
+        settings = self.__dict__.get("settings")  # its conn_id is the real one under the Test button
+        if settings is None:
+            return ConnectionMetrics(self.tokenrefresh_conn_id, None)
+        return ConnectionMetrics(settings.conn_id, settings.dialect.name)
+
+    def _observed(self, call: Any) -> Any:
+        """Run a token operation; its failure (by kind) or its record's gauges go to the metrics."""
+        try:
+            result = call()
+        except Exception as exc:
+            if "settings" in self.__dict__ and self.metrics.dialect is None:
+                self.metrics.dialect = self.settings.dialect.name
+            self.metrics.failure(exc)
+            raise
+        self.metrics.record(getattr(result, "record", result))
+        return result
+
     # -- the API tasks use ----------------------------------------------------------------------------
 
     def get_record(self, min_ttl: float | None = None) -> TokenRecord:
         """A token record valid for at least ``min_ttl`` seconds, refreshing if needed."""
-        return self.keeper.get_valid_token(self.min_ttl if min_ttl is None else min_ttl)
+        record: TokenRecord = self._observed(
+            lambda: self.keeper.get_valid_token(self.min_ttl if min_ttl is None else min_ttl)
+        )
+        return record
 
     def get_token(self, min_ttl: float | None = None) -> str:
         """A valid access token (masked in task logs). Never put it in XCom or a templated field."""
@@ -194,7 +221,7 @@ class TokenRefreshHook(BaseHook):
 
     def token_status(self) -> dict[str, Any]:
         """Non-secret status: dialect, expiries, generation, last refresh, last error."""
-        record = self.keeper.current()
+        record: TokenRecord = self._observed(lambda: self.keeper.current())  # noqa: PLW0108 - builds the keeper inside
         return {
             "conn_id": self.tokenrefresh_conn_id,
             "dialect": self.settings.dialect.name,
@@ -207,8 +234,12 @@ class TokenRefreshHook(BaseHook):
         self, *, force: bool = False, min_ttl: float | None = None, retry_rejected: bool = False
     ) -> dict[str, Any]:
         """Refresh if the token expires within ``min_ttl`` (or always with ``force``); non-secret result."""
-        outcome = self.keeper.refresh(
-            force=force, min_ttl=self.min_ttl if min_ttl is None else min_ttl, retry_rejected=retry_rejected
+        outcome: RefreshOutcome = self._observed(
+            lambda: self.keeper.refresh(
+                force=force,
+                min_ttl=self.min_ttl if min_ttl is None else min_ttl,
+                retry_rejected=retry_rejected,
+            )
         )
         return {
             "conn_id": self.tokenrefresh_conn_id,
