@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_tokenrefresh.testing.stack import AirflowStack, _die_with_parent
 
@@ -253,6 +254,16 @@ class CeleryStack(AirflowStack):
             counts[worker] = sum(1 for p in root.rglob("*.log") if p.is_file()) if root.exists() else 0
         return counts
 
+    def lines_in_run_logs(self, dag_id: str, run_id: str, needle: str) -> dict[str, int]:
+        """How many lines containing ``needle`` each component's home holds in the run's task logs
+        (workers write task logs, the triggerer its triggers' logs, each into its own home)."""
+        counts: dict[str, int] = {}
+        for component in (*self.worker_names, "triggerer"):
+            root = self.home_of(component) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+            files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+            counts[component] = sum(p.read_text(errors="replace").count(needle) for p in files)
+        return counts
+
     def run_logs(self, dag_id: str, run_id: str) -> str:
         """Every task log of a run, from every worker's home."""
         parts = []
@@ -269,8 +280,9 @@ class CeleryStack(AirflowStack):
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
-    def stored_refresh_token(self, conn_id: str, component: str = "api-server") -> str | None:
-        """The refresh token in ``conn_id``'s Variable record, read in a child on a component's host."""
+    def stored_record(self, conn_id: str, component: str = "api-server") -> dict[str, Any]:
+        """``rt`` (the refresh token), ``state``, ``generation`` and ``lock_in_use`` of ``conn_id``'s
+        Variable record, read in a child on a component's host (never printed)."""
         import json
         import sys
 
@@ -278,12 +290,14 @@ class CeleryStack(AirflowStack):
             "import json,sys\n"
             "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
             "r,_=VariableTokenStore().read(sys.argv[1])\n"
-            "print(json.dumps({'rt': r.refresh_token.get_secret_value() if r and r.refresh_token else None}))\n"
+            "print(json.dumps({'rt': r.refresh_token.get_secret_value() if r and r.refresh_token else None,"
+            " 'state': getattr(r, 'state', None), 'generation': getattr(r, 'generation', None),"
+            " 'lock_in_use': getattr(r, 'lock_in_use', None)}, default=str))\n"
         )
         env = self.env(component) | {"_AIRFLOW_PROCESS_CONTEXT": "server"}
         out = subprocess.run(
             [sys.executable, "-c", code, f"tokenrefresh_token__{conn_id}"],
             env=env, cwd=self.home_of(component), capture_output=True, text=True, check=True, timeout=120,
         )  # fmt: skip
-        value: str | None = json.loads(out.stdout.strip().splitlines()[-1])["rt"]
+        value: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return value

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dag_id = "celery_token_herd_small" if args.small else "celery_token_herd"
     # A window lasts half the token's lifetime: long enough for every use of one run to fit in it.
-    access_ttl = args.access_ttl or (121.0 if args.small else 301.0)
+    access_ttl = args.access_ttl or (81.0 if args.small else 241.0)
     t0 = time.monotonic()
     configurations = []
     with deployment(access_ttl=access_ttl) as deployed:

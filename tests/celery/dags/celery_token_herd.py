@@ -65,7 +65,6 @@ for dag_id, tasks, sensors in (("celery_token_herd", 64, 8), ("celery_token_herd
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
-        max_active_runs=1,
         tags=["tokenrefresh", "celery"],
         doc_md=__doc__,
     ):
