@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from .chaos import COMBOS, FAULTS, STORES, run_chaos
+from .chaos.child import digest
 from .chaos.table import markdown_table
 
 ROUNDS = int(os.environ.get("CHAOS_TEST_ROUNDS", "240"))
@@ -76,3 +77,24 @@ def test_the_first_use_judge_catches_a_token_used_before_its_commit() -> None:
     check_first_use(fine)
     assert fine.problems == []
     assert fine.run.report.checks["token used after its commit"] == 1
+
+
+def test_the_emulator_logs_each_access_tokens_first_use(emulator_factory: Any) -> None:
+    """The vendor side of the durability check: the first presentation at the sample API is kept."""
+    import time
+
+    import httpx
+
+    emu = emulator_factory("oauth2_basic")
+    tokens = emu.issue_tokens()
+    assert emu.first_use(tokens.access_token) is None
+    before = time.time()
+    for _ in range(2):
+        answer = httpx.get(emu.sample_url, headers={"Authorization": f"Bearer {tokens.access_token}"})
+        assert answer.status_code == 200
+    first = emu.first_use(tokens.access_token)
+    assert first is not None and first.accepted and before <= first.at <= time.time()
+    assert emu.first_use_by_digest(digest(tokens.access_token)) == first
+    httpx.get(emu.sample_url, headers={"Authorization": "Bearer not-a-token"})
+    refused = emu.first_use("not-a-token")
+    assert refused is not None and not refused.accepted
