@@ -116,14 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from airflow_provider_tokenrefresh.errors import TokenRefreshError
 
+    # A command that failed as a whole: 2, except where a monitoring check reads the code (status: 3,
+    # "could not tell").
+    failed: int = getattr(args, "failure_exit", 2)
     try:
         result: int = args.func(args)
     except TokenRefreshError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return failed
     except Exception as exc:  # noqa: BLE001 - e.g. an unknown connection: one clear line, no traceback
         from airflow_provider_tokenrefresh.redaction import redact
 
         print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
-        return 2
+        return failed
     return result

@@ -1,7 +1,19 @@
 """The Airflow-facing subcommands of ``airflow-tokenrefresh``: ``status`` and ``refresh``.
 
-They run outside any task, like Airflow's own CLI: connections and Variables are read from (and
-written to) the metadata database, through the same store and lock that tasks use.
+Outside any task they work like Airflow's own CLI: connections and Variables are read from (and
+written to) the metadata database, through the same store and lock that tasks use. Inside a task
+process (Airflow 3 blanks the database URL there) named connections are read through the hook, that
+is the execution API; listing every ``tokenrefresh_*`` connection needs the database.
+
+``status`` exits with a code a monitoring check can trust (docs/status.md)::
+
+    0  every connection is valid
+    1  some refresh token expires within --horizon seconds, or a record is suspect
+    2  usage error (argparse's code; also: no connections named where they cannot be listed)
+    3  could not tell: a store or a connection could not be read (the other rows are still shown)
+    4  some connection needs re-authorization or is misconfigured
+
+With several at once the highest wins (4 over 3 over 1).
 """
 
 from __future__ import annotations
@@ -14,11 +26,112 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+    from datetime import datetime
+
+EXIT_OK = 0
+EXIT_EXPIRING = 1
+EXIT_USAGE = 2
+EXIT_UNKNOWN = 3
+EXIT_BROKEN = 4
+
+#: Default ``--horizon``: a refresh token with less than a day left is reported (exit 1).
+DEFAULT_HORIZON = 86400.0
+
+#: What each row's ``check`` means for the exit code.
+CHECK_EXIT = {
+    "ok": EXIT_OK,
+    "expiring": EXIT_EXPIRING,
+    "suspect": EXIT_EXPIRING,
+    "unknown": EXIT_UNKNOWN,
+    "reauth_required": EXIT_BROKEN,
+    "misconfigured": EXIT_BROKEN,
+}
+
+
+def _in_task_process() -> bool:
+    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    return runner is not None and getattr(runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def metastore_reachable() -> bool:
+    """Whether this process may talk to the metadata database: not in a task process (reads go
+    through the execution API there) nor where the URL does not parse (Airflow 3 sets
+    ``airflow-db-not-allowed:///`` for tasks and the processes they start)."""
+    if _in_task_process():
+        return False
+    url = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    if url is None:
+        from airflow.configuration import conf
+
+        url = conf.get("database", "sql_alchemy_conn", fallback="") or ""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError and friends: not a database URL
+        return False
+    return True
 
 
 def _server_context() -> None:
     # Airflow's own CLI sets this so SDK reads reach the metastore, not only env connections.
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
+
+
+def classify(row: dict[str, Any], *, horizon: float, now: datetime | None = None) -> str:
+    """The ``check`` of one status row: ``ok``, ``expiring``, ``suspect``, ``reauth_required``,
+    ``misconfigured`` or ``unknown`` (see :data:`CHECK_EXIT`).
+
+    Rows that could not be read carry their check already. A refresh token that has expired needs
+    re-authorization; one expiring within ``horizon`` seconds is ``expiring``; a record whose last
+    refresh failed on the configuration (bad client credentials, URL) is ``misconfigured``.
+    """
+    from datetime import UTC, datetime
+
+    if row.get("check") in CHECK_EXIT:
+        return str(row["check"])
+    state = row.get("state")
+    if state == "reauth_required":
+        return "reauth_required"
+    now = now or datetime.now(UTC)
+    left: float | None = None
+    if row.get("refresh_expires_at") and row.get("has_refresh_token", True):
+        left = (datetime.fromisoformat(str(row["refresh_expires_at"])) - now).total_seconds()
+        if left <= 0:
+            return "reauth_required"
+    if str(row.get("last_error") or "").startswith("configuration:"):
+        return "misconfigured"
+    if state == "suspect":
+        return "suspect"
+    if state != "valid":
+        return "unknown"
+    if left is not None and left < horizon:
+        return "expiring"
+    return "ok"
+
+
+def exit_code(checks: list[str]) -> int:
+    """The status command's exit code for these row checks (the highest wins; 0 when there are none)."""
+    return max((CHECK_EXIT.get(check, EXIT_UNKNOWN) for check in checks), default=EXIT_OK)
+
+
+def _error_row(conn_id: str, exc: BaseException, *, reachable: bool) -> dict[str, Any]:
+    """The row of a connection that could not be read; one bad connection never hides the others."""
+    from airflow_provider_tokenrefresh.errors import ConfigurationError, TokenRefreshError
+    from airflow_provider_tokenrefresh.redaction import redact
+
+    message = str(exc) if isinstance(exc, TokenRefreshError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ConfigurationError):
+        check = "misconfigured"
+    else:
+        check = "unknown"
+        if not reachable:
+            message += (
+                " (the metadata database is not reachable from this process and the execution API only "
+                "from a task's own process: call airflow_provider_tokenrefresh.cli.main(['status', ...]) in "
+                "the task, or give this process the database URL)"
+            )
+    return {"conn_id": conn_id, "state": "error", "last_error": redact(message), "check": check}
 
 
 def _quiet_stdout() -> contextlib.AbstractContextManager[object]:
@@ -51,27 +164,52 @@ _COLUMNS = [
     "last_refresh_at",
     "last_error",
     "lock_in_use",
+    "check",
 ]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the non-secret token status of connections."""
-    _server_context()
+    """Print the non-secret token status of connections; the exit code sums them up."""
+    reachable = metastore_reachable()
+    if reachable:
+        _server_context()
+    elif not args.conn_id:
+        print(
+            "error: the Airflow metadata database is not reachable from this process (inside an Airflow "
+            "task it is blocked), so the tokenrefresh_* connections cannot be listed: name them, e.g. "
+            "'airflow-tokenrefresh status CONN_ID [CONN_ID ...]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from airflow_provider_tokenrefresh.console import print_table
 
     with _quiet_stdout():
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
     rows: list[dict[str, Any]] = []
-    failures = 0
+    conn_ids: list[str] = list(args.conn_id or ())
+    if not conn_ids:
+        try:
+            with _quiet_stdout():
+                conn_ids = _tokenrefresh_conn_ids()
+        except Exception as exc:  # noqa: BLE001 - could not tell: the database did not answer
+            from airflow_provider_tokenrefresh.redaction import redact
+
+            print(
+                f"error: could not list the tokenrefresh_* connections from the metadata database "
+                f"({type(exc).__name__}: {redact(str(exc))[:300]}); name them to read them one by one",
+                file=sys.stderr,
+            )
+            return EXIT_UNKNOWN
     with _quiet_stdout():
-        for conn_id in args.conn_id or _tokenrefresh_conn_ids():
+        for conn_id in conn_ids:
             try:
                 with TokenRefreshHook(conn_id) as hook:
-                    rows.append(hook.token_status())
+                    row = hook.token_status()
+                row["check"] = classify(row, horizon=args.horizon)
             except Exception as exc:  # noqa: BLE001 - one bad connection must not hide the others
-                failures += 1
-                rows.append({"conn_id": conn_id, "state": "error", "last_error": str(exc)})
+                row = _error_row(conn_id, exc, reachable=reachable)
+            rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -79,12 +217,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         for row in rows:
             for warning in row.get("warnings") or ():
                 print(f"WARNING {row['conn_id']}: {warning}")
-    return 1 if failures else 0
+    code = exit_code([row["check"] for row in rows])
+    print(_summary(rows, code, args.horizon), file=sys.stderr)
+    return code
+
+
+def _summary(rows: list[dict[str, Any]], code: int, horizon: float) -> str:
+    """One line for a check's log: the exit code and which connections made it."""
+    words = {0: "OK", 1: "WARNING", 3: "UNKNOWN", 4: "CRITICAL"}
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        groups.setdefault(row["check"], []).append(str(row["conn_id"]))
+    detail = "; ".join(
+        f"{check}{f' (within {horizon:g}s)' if check == 'expiring' else ''}: {', '.join(ids)}"
+        for check, ids in sorted(groups.items(), key=lambda item: -CHECK_EXIT.get(item[0], EXIT_UNKNOWN))
+    )
+    return f"tokenrefresh status {words.get(code, code)} (exit {code}): {len(rows)} connection(s); {detail or 'none'}"
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Refresh one connection through the shared lock and store."""
-    _server_context()
+    if metastore_reachable():
+        _server_context()
     with _quiet_stdout():
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
@@ -94,12 +248,32 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"must be zero or more seconds: {text!r}")
+    return value
+
+
 def add_commands(sub: Any) -> None:
     """Register ``status`` and ``refresh`` on the main parser."""
     p = sub.add_parser("status", help="token status of connections (never a secret)")
     p.add_argument("conn_id", nargs="*", help="connection ids (default: every tokenrefresh_* connection)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_status)
+    p.add_argument(
+        "--horizon",
+        type=_seconds,
+        default=DEFAULT_HORIZON,
+        metavar="SECONDS",
+        help=f"report refresh tokens expiring within this many seconds (exit 1; default {DEFAULT_HORIZON:g})",
+    )
+    p.set_defaults(func=cmd_status, failure_exit=EXIT_UNKNOWN)
 
     p = sub.add_parser("refresh", help="refresh a connection's token through the shared lock and store")
     p.add_argument("conn_id")

@@ -94,7 +94,10 @@ class StatsdReceiver:
                 return found
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"StatsD datagrams not as expected within {timeout}s; got:\n" + "\n".join(self.lines()[-60:]))
+                raise AssertionError(
+                    f"StatsD datagrams not as expected within {timeout}s; got:\n"
+                    + "\n".join(self.lines()[-60:])
+                )
             with self._cond:
                 self._cond.wait(min(remaining, 1.0))
 
