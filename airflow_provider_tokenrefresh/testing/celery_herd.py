@@ -154,6 +154,8 @@ def run_configuration(
     }
     result = Configuration(name=name, extra=extra, conn_id=conn_id)
     margin = float(extra.get("refresh_margin", 300.0))
+    # Windows are contiguous at the vendor: a request between two runs counts in the later window.
+    n_requests, refreshed_before = len(emulator.requests), emulator.current_tokens(family).refreshes
     for index in range(windows):
         # Window 0: no access token yet, the first use refreshes. Later: just after the refresh point.
         use_at = time.time() + lead
@@ -162,7 +164,6 @@ def run_configuration(
         # Trigger `lead` seconds ahead of the moment so the tasks have their slots when it comes.
         while time.time() < use_at - lead:
             time.sleep(0.2)
-        n_requests, refreshed_before = len(emulator.requests), emulator.current_tokens(family).refreshes
         revoked_before = emulator.current_tokens(family).revoked
         unauthorized_before = emulator.counters.get("sample:unauthorized", 0)
         t0 = time.monotonic()
@@ -180,6 +181,7 @@ def run_configuration(
         window.refreshes = _presented(emulator, family, n_requests)
         snapshot = emulator.current_tokens(family)
         window.refresh_ok = snapshot.refreshes - refreshed_before
+        n_requests, refreshed_before = len(emulator.requests), snapshot.refreshes
         window.invalid_grant = window.refreshes - window.refresh_ok
         window.families_revoked = int(snapshot.revoked and not revoked_before)
         window.probes = int("Probe: the endpoint answered" in str(window.test_button.get("message")))
