@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_tokenrefresh.testing import VendorEmulator, serve
 from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+from tests.statsd_receiver import StatsdReceiver
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,6 +33,8 @@ class Deployment:
     emulators: dict[str, VendorEmulator]
     seeds: dict[str, Any] = field(default_factory=dict)
     started_in: float = 0.0
+    #: Every component (and task) sends Airflow's StatsD metrics here; only tokenrefresh.* is kept.
+    statsd: StatsdReceiver | None = None
 
     def conn_id(self, dialect: str) -> str:
         return f"vendor_{dialect}"
@@ -106,7 +109,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     for source in [*(ROOT / "dags").glob("*.py"), *(Path(__file__).parent / "dags").glob("*.py")]:
         shutil.copy(source, dags / source.name)
     emulators = dict(zip(DIALECTS, serve(DIALECTS, client_secret="CANARY-client-secret-af3d19"), strict=True))
-    stack = AirflowStack(home=home, dags_folder=dags)
+    statsd = StatsdReceiver()  # a UDP socket on 127.0.0.1; an unread datagram costs nobody anything
+    stack = AirflowStack(home=home, dags_folder=dags, extra_env=statsd.airflow_env())
     try:
         stack.migrate()
         stack.start()
@@ -117,8 +121,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "sensor_on_revoked_token",
         ):
             stack.wait_for_dag(dag_id)
-        yield Deployment(stack=stack, emulators=emulators, started_in=time.monotonic() - t0)
+        yield Deployment(stack=stack, emulators=emulators, started_in=time.monotonic() - t0, statsd=statsd)
     finally:
         stack.stop()
         for emu in emulators.values():
             emu.stop()
+        statsd.close()

@@ -1,0 +1,123 @@
+"""Metrics from real tasks and a real trigger, through Airflow's own StatsD settings, received by a
+real UDP receiver on 127.0.0.1 in this process (the session deployment sends there; conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
+from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from tests.statsd_receiver import Datagram
+
+from .conftest import Deployment
+
+pytestmark = pytest.mark.airflow
+
+DAG_ID = "tokenrefresh_metrics"
+P = "airflow.tokenrefresh."
+
+
+def _xcom(deployment: Deployment, run_id: str, task_id: str) -> Any:
+    with deployment.stack.api() as api:
+        response = api.get(
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": True},
+        )
+    response.raise_for_status()
+    return response.json()["value"]
+
+
+def _of(datagrams: list[Datagram], conn_id: str, name: str, **tags: str) -> list[Datagram]:
+    return [
+        d
+        for d in datagrams
+        if d.name == P + name
+        and d.tags.get("conn_id") == conn_id
+        and all(d.tags.get(k) == v for k, v in tags.items())
+    ]
+
+
+def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> None:
+    pytest.importorskip("statsd", reason="Airflow's StatsD backend needs the statsd package (dev dependency)")
+    receiver = deployment.statsd
+    assert receiver is not None
+    stack = deployment.stack
+    # Own vendors: the 503s queued for the deferred sensor must meet no other test's request.
+    emu, flaky = OAuth2BasicEmulator().start(), OAuth2BasicEmulator().start()
+    try:
+        ok_seed, revoked_seed, deferred_seed = emu.issue_tokens(), emu.issue_tokens(), flaky.issue_tokens()
+        emu.revoke_family(emu.family_of(revoked_seed.refresh_token) or "", "user removed the app")
+        conns = {"ok": "metrics_ok", "revoked": "metrics_revoked", "deferred": "metrics_deferred"}
+        for name, vendor, seed in (
+            ("ok", emu, ok_seed),
+            ("revoked", emu, revoked_seed),
+            ("deferred", flaky, deferred_seed),
+        ):
+            stack.put_connection(
+                conns[name],
+                "tokenrefresh_oauth2_basic",
+                **emulator_connection(vendor, seed.refresh_token, None),
+            )
+        # The deferred sensor's in-task refresh (3 attempts) gets 503s: it defers, and the refresh
+        # that succeeds is the trigger's, in the triggerer.
+        flaky.inject("http_503", times=3)
+        stack.wait_for_dag(DAG_ID)
+        run_id = stack.trigger(DAG_ID, conns)
+        state = stack.wait_run(DAG_ID, run_id, timeout=300)
+        assert state == "success", stack.explain(DAG_ID, run_id)
+        assert flaky.refresh_requests == 4  # three 503s in the task, one success in the triggerer
+    finally:
+        emu.stop()
+        flaky.stop()
+    assert _xcom(deployment, run_id, "use_ok")["generation"] == 1
+    assert _xcom(deployment, run_id, "use_revoked")["kind"] == "reauth_required"
+    deferred_ti = next(
+        ti for ti in stack.task_instances(DAG_ID, run_id) if ti["task_id"] == "wait_in_triggerer"
+    )
+    assert deferred_ti["state"] == "success"
+
+    ok, revoked, deferred = conns["ok"], conns["revoked"], conns["deferred"]
+
+    def complete(found: list[Datagram]) -> bool:
+        return bool(
+            _of(found, ok, "refresh_token.ttl")
+            and _of(found, revoked, "reauth_required")
+            and _of(found, deferred, "refresh.count", outcome="success")
+            and _of(found, deferred, "access_token.ttl")
+        )
+
+    got = receiver.wait_for(complete, timeout=60)
+    base = {"dialect": "oauth2_basic"}
+    # The task that refreshed: one vendor request, timed; the lock wait; the gauges.
+    (count,) = _of(got, ok, "refresh.count")
+    assert (count.value, count.type, count.tags) == (1, "c", {"conn_id": ok, **base, "outcome": "success"})
+    (duration,) = _of(got, ok, "refresh.duration")
+    assert duration.type == "ms" and 0 < duration.value < 30_000 and duration.tags["outcome"] == "success"
+    waits = _of(got, ok, "lock.wait", outcome="acquired")
+    assert waits and all(d.type == "ms" and 0 <= d.value < 60_000 for d in waits)
+    (access,) = _of(got, ok, "access_token.ttl")
+    assert access.type == "g" and emu.access_ttl - 120 <= access.value <= emu.access_ttl
+    (refresh_left,) = _of(got, ok, "refresh_token.ttl")
+    assert refresh_left.type == "g" and refresh_left.value > 0
+    assert [d.value for d in _of(got, ok, "reauth_required")] == [0]
+    assert not _of(got, ok, "failure.count")
+    # The task that met a revoked refresh token.
+    assert [d.raw.split(":")[0] for d in _of(got, revoked, "refresh.count")] == [
+        f"{P}refresh.count,conn_id={revoked},dialect=oauth2_basic,outcome=reauth_required"
+    ]
+    assert [(d.tags["kind"], d.value) for d in _of(got, revoked, "failure.count")] == [("reauth_required", 1)]
+    assert 1 in [d.value for d in _of(got, revoked, "reauth_required")]
+    # The deferred sensor: its in-task request failed (transient), the triggerer's succeeded.
+    assert [d.tags["outcome"] for d in _of(got, deferred, "refresh.count")] == ["transient", "success"]
+    assert [d.tags["kind"] for d in _of(got, deferred, "failure.count")] == ["transient"]
+    # Never a secret in a name, tag or value.
+    text = "\n".join(receiver.lines())
+    for canary in (
+        emu.client_secret,
+        ok_seed.refresh_token,
+        revoked_seed.refresh_token,
+        deferred_seed.refresh_token,
+    ):
+        assert canary not in text
