@@ -44,6 +44,8 @@ small{color:#555}
 ul{margin:0;padding-left:16px}
 li.fix{margin-bottom:2px}
 tr.bad td{background:#fff7f7}
+td.err{min-width:240px}
+td.fix{min-width:300px}
 .counts span.badge{margin-right:6px}
 """
 
@@ -57,12 +59,17 @@ def _badge(health: str) -> str:
     return f'<span class="badge" style="background:{colour}">{_e(health)}</span>'
 
 
+def _short(at: str) -> str:
+    """``2026-12-01T19:03:13+00:00`` as ``2026-12-01 19:03:13Z`` (the JSON keeps ISO 8601)."""
+    return at.replace("T", " ").replace("+00:00", "Z")
+
+
 def _when(at: str | None, seconds: float | None, *, left: str = "left") -> str:
     if at is None:
         return "<small>unknown</small>"
     rel = human_seconds(seconds)
     rel = rel if rel.endswith("ago") else f"{rel} {left}"
-    return f"{_e(at)}<br><small>{_e(rel)}</small>"
+    return f"{_e(_short(at))}<br><small>{_e(rel)}</small>"
 
 
 def _cells(row: HealthRow) -> list[str]:
@@ -96,12 +103,12 @@ def _cells(row: HealthRow) -> list[str]:
         f"<td>{state}</td>",
         f"<td>{_when(row.access_expires_at, row.access_expires_in)}</td>",
         f"<td>{_when(row.refresh_expires_at, row.refresh_expires_in) if row.refresh_expires_at else '<small>not stated</small>'}</td>",
-        f"<td>{_e(row.last_refresh_at) if row.last_refresh_at else '<small>never</small>'}</td>",
-        f"<td>{error or '<small>none</small>'}</td>",
+        f"<td>{_e(_short(row.last_refresh_at)) if row.last_refresh_at else '<small>never</small>'}</td>",
+        f'<td class="err">{error or "<small>none</small>"}</td>',
         f"<td>{in_flight}</td>",
         f"<td>{store_lock}</td>",
         f"<td>{f'<ul>{warnings}</ul>' if warnings else '<small>none</small>'}</td>",
-        f"<td>{f'<ul>{fixes}</ul>' if fixes else '<small>nothing to do</small>'}</td>",
+        f'<td class="fix">{f"<ul>{fixes}</ul>" if fixes else "<small>nothing to do</small>"}</td>',
     ]
 
 

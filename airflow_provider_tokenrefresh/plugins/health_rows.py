@@ -356,7 +356,8 @@ def row_from_error(
         conn_id=conn_id,
         conn_type=conn_type,
         health=kind,
-        dialect=dialect,
+        dialect=dialect
+        or (conn_type.removeprefix("tokenrefresh_") if conn_type.startswith("tokenrefresh_") else None),
         state="error",
         last_error=message,
         store=store,

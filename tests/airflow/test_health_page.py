@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,12 @@ pytestmark = pytest.mark.airflow
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "images"
 USERS = "admin:admin,opa:op:teama,viewer:viewer"
+TEAMS = (
+    "from airflow.models.team import Team\n"
+    "from airflow.utils.session import create_session\n"
+    "with create_session() as session:\n"
+    "    session.add_all([Team(name='teama'), Team(name='teamb')])\n"
+)
 PAGE = "/tokenrefresh/health"
 JSON = "/tokenrefresh/health.json"
 EXPECTED = {
@@ -135,6 +142,7 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS, "AIRFLOW__CORE__MULTI_TEAM": "True"},
     )
     seeds: list[Any] = []
+    timings: dict[str, float] = {}
     in_flight: subprocess.Popen[str] | None = None
 
     def seed(conn_id: str, conn_type: str, emu: VendorEmulator, **kwargs: Any) -> Any:
@@ -147,10 +155,16 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         return tokens
 
     try:
+        t0 = time.monotonic()
         stack.migrate()
-        for team in ("teama", "teamb"):
-            stack.airflow("teams", "create", team)
+        timings["migrate"] = time.monotonic() - t0
+        # The teams are created (in the metastore) while the api-server starts.
+        teams = subprocess.Popen(
+            [sys.executable, "-c", TEAMS], env=stack.env(), stderr=subprocess.PIPE, text=True
+        )
         stack.start(components=("api-server",))
+        timings["api-server"] = time.monotonic() - t0
+        assert teams.wait(timeout=180) == 0, teams.communicate()[1][-3000:]
         seed("hp_valid", "tokenrefresh_oauth2_basic", basic)
         seed("hp_expiring", "tokenrefresh_oauth2_post", post, extra={"refresh_token_ttl": 2 * 86400})
         revoked = seed("hp_reauth", "tokenrefresh_query_basic", query)
@@ -174,16 +188,19 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         seed("hp_teama", "tokenrefresh_oauth2_basic", basic, team_name="teama")
         seed("hp_teamb", "tokenrefresh_oauth2_basic", basic, team_name="teamb")
 
+        timings["connections"] = time.monotonic() - t0
+        # Four real refreshes at once; the vendor holds hp_inflight's (on the manual clock) until teardown.
+        held.inject("slow", delay=3600)
+        in_flight = _cli(stack, "refresh", "hp_inflight", "--force")
         refreshes = {
             c: _cli(stack, "refresh", c, "--force") for c in ("hp_valid", "hp_expiring", "hp_reauth")
         }
         for conn_id, proc in refreshes.items():
             out, err = proc.communicate(timeout=180)
             assert (proc.returncode == 0) == (conn_id != "hp_reauth"), (conn_id, out, err[-3000:])
-        # The vendor holds this refresh (on the manual clock) until the fixture's teardown.
-        held.inject("slow", delay=3600)
-        in_flight = _cli(stack, "refresh", "hp_inflight", "--force")
         clock.wait_for_sleepers(1, timeout=180)
+        timings["refreshes"] = time.monotonic() - t0
+        print("health stack setup (cumulative s):", {k: round(v, 1) for k, v in timings.items()})
         yield HealthStack(stack, emulators, seeds, stack_passwords(stack))
     finally:
         if in_flight is not None:
@@ -281,6 +298,18 @@ def _browser(pw: Any) -> Any:
     )
 
 
+def _shot(page: Any, name: str, **kwargs: Any) -> None:
+    """A screenshot under docs/images, reduced to 64 colours (a third of the size, still legible)."""
+    from PIL import Image
+
+    path = SHOTS / name
+    page.screenshot(path=str(path), **kwargs)
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
+    assert path.stat().st_size < 200_000, (name, path.stat().st_size)
+
+
 def _sign_in(browser: Any, health: HealthStack, user: str, path: str) -> Any:
     page = browser.new_page(viewport={"width": 1600, "height": 900})
     page.goto(health.stack.base_url + path)  # redirected to the login page, then back
@@ -313,19 +342,20 @@ def test_the_page_in_chromium(health: HealthStack) -> None:
             assert shown == EXPECTED
             assert page.locator('tr[data-conn-id="hp_reauth"]').inner_text().count("Re-authorize") == 1
             health.answers["chromium admin page"] = page.content()
-            page.screenshot(path=str(SHOTS / "token-health.png"), full_page=True)
+            _shot(page, "token-health.png", full_page=True)
 
             # Inside the Airflow UI: the Browse menu entry opens the page in the UI's frame.
             page.goto(health.stack.base_url + "/plugin/token_health")
             frame = page.frame_locator("iframe").first
             frame.locator('tr[data-conn-id="hp_valid"]').wait_for(state="visible", timeout=90_000)
-            page.screenshot(path=str(SHOTS / "token-health-in-airflow.png"))
+            _shot(page, "token-health-in-airflow.png")
 
             op = _sign_in(browser, health, "opa", PAGE)
             op.locator("tr[data-conn-id]").first.wait_for(state="visible")
             assert op.locator('tr[data-conn-id="hp_teamb"]').count() == 0
             assert op.locator("tr[data-conn-id]").count() == len(EXPECTED) - 1
             health.answers["chromium opa page"] = op.content()
+            _shot(op, "token-health-op.png", full_page=True)
         finally:
             browser.close()
 
