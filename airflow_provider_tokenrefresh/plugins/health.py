@@ -5,7 +5,7 @@ under the api-server (``/tokenrefresh/health`` for HTML, ``/tokenrefresh/health.
 and an ``external_views`` entry in the Browse menu that shows the page inside the UI.
 
 Airflow imports this module in every process that loads plugins, task processes included, so it
-imports only Airflow's plugin base class: the FastAPI app (:mod:`.health_app`) is built the first
+imports only the Task SDK's plugin base class: the FastAPI app (:mod:`.health_app`) is built the first
 time ``fastapi_apps`` is read, which only the api-server (and ``airflow plugins``) does.
 """
 
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
+# The SDK's base class: a task process has it loaded already (it loads plugins); Airflow checks a
+# plugin's base by name, so the api-server accepts it too (core's airflow.plugins_manager imports it).
+from airflow.sdk.plugins_manager import AirflowPlugin
 
 #: Where the app is mounted under the api-server.
 URL_PREFIX = "/tokenrefresh"
