@@ -391,6 +391,7 @@ class TokenKeeper:
             return decide(view, self._seed_record())
 
         pause = 0.05
+        waited_once = False
         decision = decision_for(record)
         while True:
             if decision.action in ("use", "refuse"):
@@ -409,6 +410,13 @@ class TokenKeeper:
                     # host's file lock); watch the record, backing off, bounded by the deadline.
                     time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                     pause = min(pause * 2, 1.0)
+                record, _ = self._read()
+                decision = decision_for(record)
+                continue
+            if not waited_once and self._wait_on_lock(deadline):
+                # Someone in our lock domain was refreshing: look again outside the lock, so that
+                # waiters re-read the store side by side instead of one at a time under it.
+                waited_once = True
                 record, _ = self._read()
                 decision = decision_for(record)
                 continue
