@@ -73,6 +73,16 @@ def metastore_reachable() -> bool:
     return True
 
 
+def _importable_without_metastore() -> None:
+    """Let Airflow be imported in a process whose database URL Airflow 3 blanked (a process a task
+    started: ``airflow-db-not-allowed:///``, on which ``import airflow`` itself fails with
+    ``ArgumentError``). This process only, and only for the import: nothing here reads the
+    database; connections then come from the environment and the configured secrets backends."""
+    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
+        if os.environ.get(name, "").startswith("airflow-db-not-allowed:"):
+            os.environ[name] = "sqlite://"
+
+
 def _server_context() -> None:
     # Airflow's own CLI sets this so SDK reads reach the metastore, not only env connections.
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
@@ -173,7 +183,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     reachable = metastore_reachable()
     if reachable:
         _server_context()
-    elif not args.conn_id:
+    elif not _in_task_process():
+        _importable_without_metastore()
+    if not reachable and not args.conn_id:
         print(
             "error: the Airflow metadata database is not reachable from this process (inside an Airflow "
             "task it is blocked), so the tokenrefresh_* connections cannot be listed: name them, e.g. "
@@ -239,6 +251,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     """Refresh one connection through the shared lock and store."""
     if metastore_reachable():
         _server_context()
+    elif not _in_task_process():
+        _importable_without_metastore()
     with _quiet_stdout():
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
