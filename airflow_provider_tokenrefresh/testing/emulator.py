@@ -347,6 +347,12 @@ class VendorEmulator(TokenState, FaultInjection):
         else:
             self._stopping.wait(seconds)
 
+    def _hold(self, release: Any, timeout: float) -> None:
+        """Wait until ``release`` is set, the emulator stops, or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not release.wait(0.05) and not self._stopping.is_set() and time.monotonic() < deadline:
+            pass
+
     def _dispatch(self, request: IncomingRequest) -> Response:
         try:
             if request.path == self.token_path:
@@ -403,6 +409,9 @@ class VendorEmulator(TokenState, FaultInjection):
             response = self.handle_token_request(request)
         if fault is not None and fault.kind == "slow":
             self._wait(float(fault.params.get("delay", 2.0)))
+        if fault is not None and fault.kind == "hold":
+            self._wait(float(fault.params.get("at_least", 0.0)))
+            self._hold(fault.params["release"], float(fault.params.get("timeout", 60.0)))
         if fault is not None and fault.kind == "drop_after":
             return Response(drop=True)
         return response

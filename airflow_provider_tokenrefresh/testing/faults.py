@@ -21,6 +21,7 @@ FAULT_KINDS: dict[str, frozenset[str]] = {
     "ok_with_error_body": frozenset(),
     "malformed_json": frozenset({"body", "content_type"}),
     "slow": frozenset({"delay"}),
+    "hold": frozenset({"release", "at_least", "timeout"}),
     "drop_before": frozenset(),
     "drop_after": frozenset(),
     "huge_body": frozenset({"size"}),
@@ -34,6 +35,9 @@ FAULT_KINDS: dict[str, frozenset[str]] = {
 * ``malformed_json`` (``body``, ``content_type``): HTTP 200 whose body is not JSON; not processed.
 * ``slow`` (``delay``, default 2 s): the refresh is processed normally, then the answer is held back
   for ``delay`` seconds (a client with a shorter read timeout does not know the outcome).
+* ``hold`` (``release``, ``at_least``, ``timeout``, default 60 s): like ``slow``, but the answer is
+  held for ``at_least`` seconds and until the test sets ``release`` (a ``threading.Event``), or
+  ``timeout`` passes: a request kept open for as long as a test needs, without guessing a duration.
 * ``drop_before``: the connection is closed without an answer; the refresh is NOT processed.
 * ``drop_after``: the refresh IS processed (the refresh token rotates), then the connection is
   closed without an answer; the client's outcome is unknown.
@@ -109,7 +113,7 @@ class FaultInjection(Ledger):
             return Response(200, b'{"padding":"' + b"x" * size + b'"}')
         if kind == "drop_before":
             return Response(drop=True)
-        return None  # slow, drop_after: processed normally
+        return None  # slow, hold, drop_after: processed normally
 
     def fault_error(self, status: int) -> Response:
         """The vendor's answer for an injected 500/503/429."""

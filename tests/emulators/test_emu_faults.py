@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -115,6 +116,47 @@ def test_slow_answers_late_but_processes(
     assert [a.status for a in emu.answers] == [200]
 
 
+def test_hold_answers_only_after_release_and_its_minimum(
+    name: str, start: StartEmulator, client: httpx.Client, clock: ManualClock
+) -> None:
+    emu = start(name, clock=clock, wait_on_clock=True)
+    session = Session.seeded(emu)
+    release = threading.Event()
+    emu.inject("hold", release=release, at_least=10, timeout=60)
+    answers: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answers.append(session.send(client)))
+    thread.start()
+    try:
+        [deadline] = clock.wait_for_sleepers(1)  # the minimum runs on the emulator's clock
+        assert deadline == clock() + 10
+        release.set()  # released early: the minimum still holds the answer
+        assert not thread.join(timeout=0.5) and answers == [] and emu.counters["ok"] == 1
+        clock.advance(10)
+        thread.join(timeout=10)
+    finally:
+        release.set()
+        clock.advance(10)
+        thread.join(timeout=10)
+    [answer] = answers
+    assert answer.status_code == 200 and emu.counters["fault:hold"] == 1
+    held = threading.Event()
+    emu.inject("hold", release=held, timeout=60)
+    late: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: late.append(session.send(client)))
+    thread.start()
+    try:
+        deadline_at = time.monotonic() + 10
+        while emu.refresh_requests < 2 and time.monotonic() < deadline_at:
+            time.sleep(0.01)
+        assert emu.refresh_requests == 2
+        thread.join(timeout=0.5)
+        assert late == [] and len(emu.answers) == 1  # open until released
+    finally:
+        held.set()
+        thread.join(timeout=10)
+    assert len(emu.answers) == 2 and late  # answered once released
+
+
 def test_slow_with_client_timeout_leaves_outcome_unknown(
     name: str, start: StartEmulator, clock: ManualClock
 ) -> None:
@@ -197,6 +239,7 @@ def test_inject_validates(name: str, start: StartEmulator) -> None:
         "ok_with_error_body",
         "malformed_json",
         "slow",
+        "hold",
         "drop_before",
         "drop_after",
         "huge_body",
