@@ -236,8 +236,12 @@ class AirflowStack:
         if isinstance(body.get("extra"), dict):
             body["extra"] = json.dumps(body["extra"])
         with self.api() as api:
-            api.delete(f"/api/v2/connections/{conn_id}")
-            response = api.post("/api/v2/connections", json=body)
+            for attempt in range(3):  # SQLite answers 500 ("database is locked") under write load
+                api.delete(f"/api/v2/connections/{conn_id}")
+                response = api.post("/api/v2/connections", json=body)
+                if response.status_code < 500:
+                    break
+                time.sleep(0.5 * (attempt + 1))
             if response.status_code >= 300:
                 raise RuntimeError(f"creating connection {conn_id} failed: HTTP {response.status_code}")
 
