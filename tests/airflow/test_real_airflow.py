@@ -294,7 +294,7 @@ def test_cli_status_and_refresh_share_the_store_with_tasks(deployment: Deploymen
     assert result["generation"] == before["generation"] + 1
     stored = deployment.stored_refresh_token("query_basic")
     assert stored is not None and deployment.emulators["query_basic"].is_refresh_token_valid(stored)
-    table = _cli(deployment, "status")
+    table = _cli(deployment, "status", conn_id)  # named: other tests leave connections in other states
     assert table.returncode == 0
     assert conn_id in table.stdout
     for canary in deployment.canaries():
