@@ -8,6 +8,7 @@ from airflow.sdk import BaseOperator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import timedelta
 
     from airflow.sdk import Context
 
@@ -25,6 +26,15 @@ class TokenRefreshOperator(BaseOperator):
     :param force: refresh even valid tokens.
     :param max_workers: connections refreshed at the same time.
     :param fail_on_error: fail the task if any connection failed (after trying all of them).
+    :param on_reauth_required: a notifier (an Airflow ``BaseNotifier`` such as ``SmtpNotifier``) or
+        a list of them, told once per connection that turns ``reauth_required`` — once across the
+        whole deployment, however many tasks see it (docs/notifications.md). The notice is in the
+        template context as ``tokenrefresh`` (``conn_id``, ``state``, ``reason``, expiries,
+        ``summary``); it never holds a secret. A failing notifier never fails the task.
+    :param on_refresh_token_expiring: notifier(s) told once when a connection's refresh token
+        expires within ``expiring_within`` seconds (once per refresh-token expiry).
+    :param expiring_within: how far ahead (seconds or a ``timedelta``) the refresh token's expiry
+        is told; default one day.
     """
 
     template_fields: Sequence[str] = ("conn_ids", "min_ttl", "force")
@@ -38,9 +48,15 @@ class TokenRefreshOperator(BaseOperator):
         force: bool | str = False,
         max_workers: int = 32,
         fail_on_error: bool = True,
+        on_reauth_required: Any = None,
+        on_refresh_token_expiring: Any = None,
+        expiring_within: float | timedelta = 86400.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.on_reauth_required = on_reauth_required
+        self.on_refresh_token_expiring = on_refresh_token_expiring
+        self.expiring_within = expiring_within
         self.conn_ids = conn_ids
         self.min_ttl = min_ttl
         self.force = force
@@ -55,6 +71,7 @@ class TokenRefreshOperator(BaseOperator):
         """Refresh concurrently; return ``{conn_id: non-secret status}``."""
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
         from airflow_provider_tokenrefresh.keeper import RefreshOutcome, TokenKeeper, refresh_all
+        from airflow_provider_tokenrefresh.notify import notify_connection
 
         ids = self._ids()
         if not ids:
@@ -62,11 +79,13 @@ class TokenRefreshOperator(BaseOperator):
         min_ttl = None if self.min_ttl in (None, "") else float(self.min_ttl)
         results: dict[str, dict[str, Any]] = {}
         keepers: dict[str, TokenKeeper] = {}
+        hooks: dict[str, TokenRefreshHook] = {}
         dialects: dict[str, str] = {}
         for conn_id in ids:
             try:
                 hook = TokenRefreshHook(conn_id, min_ttl=min_ttl)
                 keepers[conn_id] = hook.keeper
+                hooks[conn_id] = hook
                 dialects[conn_id] = hook.settings.dialect.name
             except Exception as exc:  # noqa: BLE001 - a bad connection is reported, the others go on
                 results[conn_id] = {
@@ -78,6 +97,14 @@ class TokenRefreshOperator(BaseOperator):
             outcomes = refresh_all(
                 keepers, force=_truthy(self.force), min_ttl=min_ttl, max_workers=self.max_workers
             )
+            for hook in hooks.values():
+                notify_connection(
+                    hook,
+                    context,
+                    on_reauth_required=self.on_reauth_required,
+                    on_refresh_token_expiring=self.on_refresh_token_expiring,
+                    expiring_within=self.expiring_within,
+                )
         finally:
             for keeper in keepers.values():
                 keeper.close()

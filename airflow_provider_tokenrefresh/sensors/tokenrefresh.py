@@ -24,6 +24,14 @@ class TokenValidSensor(BaseSensorOperator):
     :param refresh: refresh the token itself when needed (through the same lock and store),
         instead of waiting for a keeper DAG.
     :param deferrable: wait in the triggerer (default) instead of occupying a worker slot.
+    :param on_reauth_required: a notifier (an Airflow ``BaseNotifier`` such as ``SmtpNotifier``) or
+        a list of them, told once when the connection turns ``reauth_required`` — once across the
+        whole deployment, not on every poke or run (docs/notifications.md). The notice is in the
+        template context as ``tokenrefresh``; it never holds a secret. A failing notifier never
+        fails the sensor.
+    :param on_refresh_token_expiring: notifier(s) told once when the refresh token expires within
+        ``expiring_within`` seconds (once per refresh-token expiry).
+    :param expiring_within: how far ahead (seconds or a ``timedelta``); default one day.
     """
 
     template_fields: Sequence[str] = ("conn_id",)
@@ -38,9 +46,15 @@ class TokenValidSensor(BaseSensorOperator):
         deferrable: bool = True,
         poke_interval: float = 30.0,
         timeout: float = 3600.0,
+        on_reauth_required: Any = None,
+        on_refresh_token_expiring: Any = None,
+        expiring_within: float | timedelta = 86400.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.on_reauth_required = on_reauth_required
+        self.on_refresh_token_expiring = on_refresh_token_expiring
+        self.expiring_within = expiring_within
         self.conn_id = conn_id
         self.min_ttl = min_ttl
         self.refresh = refresh
@@ -53,9 +67,21 @@ class TokenValidSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         """One check (and refresh, with ``refresh=True``)."""
-        return self._check(refresh=self.refresh)
+        return self._check(context, refresh=self.refresh)
 
-    def _check(self, *, refresh: bool) -> bool:
+    def _notify(self, hook: Any, context: Context | None) -> None:
+        """Tell the notifiers what is due for this connection (once per state change; never raises)."""
+        from airflow_provider_tokenrefresh.notify import notify_connection
+
+        notify_connection(
+            hook,
+            context,
+            on_reauth_required=self.on_reauth_required,
+            on_refresh_token_expiring=self.on_refresh_token_expiring,
+            expiring_within=self.expiring_within,
+        )
+
+    def _check(self, context: Context | None, *, refresh: bool) -> bool:
         from airflow_provider_tokenrefresh.errors import (
             ConfigurationError,
             RefreshTokenRejected,
@@ -65,7 +91,10 @@ class TokenValidSensor(BaseSensorOperator):
 
         try:
             with TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl) as hook:
-                status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
+                try:
+                    status = hook.refresh(min_ttl=self.min_ttl) if refresh else hook.token_status()
+                finally:
+                    self._notify(hook, context)
         except (RefreshTokenRejected, ConfigurationError) as exc:
             self._fail(str(exc))  # waiting cannot fix these: a person must act
             return False
@@ -88,7 +117,7 @@ class TokenValidSensor(BaseSensorOperator):
         """Check (and refresh) once here; if still not valid and deferrable, hand the wait to the triggerer."""
         if not self.deferrable:
             return super().execute(context)
-        if self._check(refresh=self.refresh):
+        if self._check(context, refresh=self.refresh):
             return None
         from airflow_provider_tokenrefresh.triggers.tokenrefresh import TokenValidTrigger
 
@@ -101,6 +130,11 @@ class TokenValidSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired; return its non-secret event."""
+        if self.on_reauth_required or self.on_refresh_token_expiring:
+            from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
+
+            with TokenRefreshHook(self.conn_id, min_ttl=self.min_ttl) as hook:
+                self._notify(hook, context)  # what the triggerer saw: told from here, once
         if not event or event.get("status") != "success":
             self._fail((event or {}).get("message") or f"token of {self.conn_id!r} did not become valid")
         assert event is not None
