@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.testing.celery_stack import CeleryStack
     from airflow_provider_tokenrefresh.testing.emulator import VendorEmulator
 
+
 @dataclass
 class Window:
     """One expiry window: one DAG run, its uses and what the vendor saw meanwhile."""
@@ -113,7 +114,9 @@ def _press_test_button(stack: CeleryStack, body: dict[str, Any], at: float, out:
         with stack.api() as api:
             response = api.post("/api/v2/connections/test", json=body)
         answer = response.json()
-        out.update(http=response.status_code, status=answer.get("status"), message=str(answer.get("message"))[:300])
+        out.update(
+            http=response.status_code, status=answer.get("status"), message=str(answer.get("message"))[:300]
+        )
     except Exception as exc:  # noqa: BLE001 - reported in the results, never raised from a thread
         out.update(error=f"{type(exc).__name__}: {exc}")
 
@@ -258,6 +261,7 @@ def run_configurations(
 
     with ThreadPoolExecutor(max_workers=len(configurations)) as pool:
         futures = [
-            pool.submit(run_configuration, stack, emulator, n, e, **options) for n, e in configurations.items()
+            pool.submit(run_configuration, stack, emulator, n, e, **options)
+            for n, e in configurations.items()
         ]
         return [f.result() for f in futures]
