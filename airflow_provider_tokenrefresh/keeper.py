@@ -81,7 +81,15 @@ from airflow_provider_tokenrefresh.errors import (
     StoreError,
     TokenRefreshError,
 )
-from airflow_provider_tokenrefresh.lease import Decision, View, decide, needs_refresh
+from airflow_provider_tokenrefresh.lease import (
+    Decision,
+    View,
+    decide,
+    expiry_basis_for,
+    keeper_refresh_margin,
+    lapse_warning,
+    needs_refresh,
+)
 from airflow_provider_tokenrefresh.redaction import redact, remember_secrets
 from airflow_provider_tokenrefresh.shield import deferred_signals
 from airflow_provider_tokenrefresh.tokens import AlternateTokens, TokenRecord, fingerprint, utcnow
@@ -93,7 +101,7 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.client import RefreshClient
     from airflow_provider_tokenrefresh.locks import Lease, RefreshLock
     from airflow_provider_tokenrefresh.stores import TokenStore, Version
-    from airflow_provider_tokenrefresh.tokens import TokenSet
+    from airflow_provider_tokenrefresh.tokens import RefreshExpiryBasis, TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,8 @@ DEFAULT_MIN_TTL = 300.0
 DEFAULT_SETTLE = 6.0
 #: Added to the worst-case duration of one refresh to get the stale bound.
 STALE_MARGIN = 30.0
+#: The same refresh-token warning is logged again by one process after this many seconds.
+LAPSE_WARNING_EVERY = 3600.0
 
 
 def default_stale_after(
@@ -145,10 +155,18 @@ class RefreshOutcome:
     record: TokenRecord
     refreshed: bool
     rotated: bool = False
+    #: After a refresh: whether the vendor's answer moved the refresh token's expiry later
+    #: (``None`` when nothing was refreshed, or the expiry is unknown).
+    renewed: bool | None = None
 
     def status(self) -> dict[str, Any]:
         """Non-secret summary for XCom and logs."""
-        return {**self.record.status(), "refreshed": self.refreshed, "rotated": self.rotated}
+        return {
+            **self.record.status(),
+            "refreshed": self.refreshed,
+            "rotated": self.rotated,
+            "refresh_token_renewed": self.renewed,
+        }
 
 
 class _Retry:
@@ -175,6 +193,11 @@ class TokenKeeper:
     :param settle: claim settle time for stores without compare-and-set (default 6 s).
     :param lock_explicit: whether the connection named its lock (else ``lock: auto`` chose it).
     :param on_secret: called with every secret read or received (Airflow's ``mask_secret``).
+    :param refresh_expiry_basis: how the refresh token's expiry is known, which decides whether a
+        refresh renewed it (default: from the client's dialect, :func:`~airflow_provider_tokenrefresh.lease.expiry_basis_for`).
+    :param refresh_token_horizon: warn (log WARNING) when the refresh token lapses, or the
+        re-authorization deadline falls, within this many seconds (default: Airflow's
+        ``[tokenrefresh] refresh_token_horizon``, else 7 days).
     """
 
     # In-process cache shared by every keeper of a key in this process: a hit costs no store read.
@@ -183,6 +206,8 @@ class TokenKeeper:
     # live refresh token; retried first.
     _unsaved: ClassVar[dict[str, tuple[TokenRecord, str | None]]] = {}
     _guard = threading.Lock()
+    # Refresh-token warnings logged by this process: key -> (what was warned about, monotonic time).
+    _lapse_warned: ClassVar[dict[str, tuple[tuple[object, ...], float]]] = {}
 
     def __init__(
         self,
@@ -203,6 +228,8 @@ class TokenKeeper:
         lock_explicit: bool = True,
         on_secret: Callable[[str], object] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        refresh_expiry_basis: RefreshExpiryBasis | None = None,
+        refresh_token_horizon: float | None = None,
     ) -> None:
         self.key = key
         self.client = client
@@ -212,6 +239,15 @@ class TokenKeeper:
         self.conn_id = conn_id
         self.refresh_token_ttl = refresh_token_ttl
         self.refresh_margin = refresh_margin
+        if refresh_expiry_basis is None:
+            spec = getattr(client, "spec", None)
+            response = getattr(spec, "response", None)
+            refresh_expiry_basis = expiry_basis_for(
+                str(getattr(spec, "name", "")),
+                states_refresh_expiry=bool(getattr(response, "refresh_expires_in", None)),
+            )
+        self.refresh_expiry_basis: RefreshExpiryBasis = refresh_expiry_basis
+        self._refresh_token_horizon = refresh_token_horizon
         self.lock_timeout = lock_timeout
         self.write_attempts = max(1, write_attempts)
         self.write_backoff = write_backoff
@@ -288,13 +324,14 @@ class TokenKeeper:
         force: bool = False,
         satisfied_above: int | None = None,
         retry_rejected: bool = False,
+        refresh_margin: float | None = None,
     ) -> View:
         return View(
             record=record,
             seed_fingerprint=self.seed.fingerprint,
             now=self._clock(),
             min_ttl=min_ttl,
-            refresh_margin=self.refresh_margin,
+            refresh_margin=self.refresh_margin if refresh_margin is None else refresh_margin,
             stale_after=self.stale_after,
             force=force,
             satisfied_above=satisfied_above,
@@ -355,6 +392,35 @@ class TokenKeeper:
             return cached
         return self.refresh(min_ttl=min_ttl).record
 
+    @property
+    def refresh_token_horizon(self) -> float:
+        """Seconds ahead a lapsing refresh token or a re-authorization deadline is warned about."""
+        if self._refresh_token_horizon is None:
+            from airflow_provider_tokenrefresh.schedule import configured_refresh_token_horizon
+
+            self._refresh_token_horizon = configured_refresh_token_horizon()
+        return self._refresh_token_horizon
+
+    def warn_if_lapsing(self, record: TokenRecord) -> str | None:
+        """Log a WARNING when ``record``'s refresh token lapses (or its re-authorization deadline
+        falls) within the horizon (:func:`~airflow_provider_tokenrefresh.lease.lapse_warning`); the
+        same warning at most once per :data:`LAPSE_WARNING_EVERY` seconds per process.
+
+        :returns: the warning (also when it was not logged again), or ``None``.
+        """
+        message = lapse_warning(record, self._clock(), self.refresh_token_horizon, self.name)
+        if message is None:
+            return None
+        about = (record.refresh_expires_at, record.reauth_deadline, record.seed_fingerprint)
+        now = time.monotonic()
+        with self._guard:
+            last = self._lapse_warned.get(self.key)
+            if last is not None and last[0] == about and now - last[1] < LAPSE_WARNING_EVERY:
+                return message
+            self._lapse_warned[self.key] = (about, now)
+        log.warning("%s", message)
+        return message
+
     def refresh(
         self,
         *,
@@ -362,6 +428,7 @@ class TokenKeeper:
         min_ttl: float = DEFAULT_MIN_TTL,
         retry_rejected: bool = False,
         unless_newer_than: int | None = None,
+        refresh_margin: float | None = None,
     ) -> RefreshOutcome:
         """Refresh if the token has less than ``min_ttl`` left (or always, with ``force``).
 
@@ -371,7 +438,30 @@ class TokenKeeper:
             needed (a person asked for it: ``refresh --force``).
         :param unless_newer_than: with ``force``, a stored generation above this one satisfies the
             request (a 401 on generation N is answered by anyone's generation N+1).
+        :param refresh_margin: the refresh-token margin of this call (default: the keeper's);
+            :func:`refresh_all` passes :func:`~airflow_provider_tokenrefresh.lease.keeper_refresh_margin`.
+
+        Afterwards, a refresh token lapsing within the horizon is logged (:meth:`warn_if_lapsing`).
         """
+        outcome = self._refresh(
+            force=force,
+            min_ttl=min_ttl,
+            retry_rejected=retry_rejected,
+            unless_newer_than=unless_newer_than,
+            refresh_margin=refresh_margin,
+        )
+        self.warn_if_lapsing(outcome.record)
+        return outcome
+
+    def _refresh(
+        self,
+        *,
+        force: bool,
+        min_ttl: float,
+        retry_rejected: bool,
+        unless_newer_than: int | None,
+        refresh_margin: float | None,
+    ) -> RefreshOutcome:
         deadline = time.monotonic() + self.lock_timeout
         if self.key in self._unsaved:
             self._flush_unsaved()  # our own answer first: compare-and-set on our own intent
@@ -387,6 +477,7 @@ class TokenKeeper:
                 force=force,
                 satisfied_above=unless_newer_than,
                 retry_rejected=retry_rejected,
+                refresh_margin=refresh_margin,
             )
             return decide(view, self._seed_record())
 
@@ -615,7 +706,7 @@ class TokenKeeper:
         new = (
             intent.without_intent()
             .model_copy(update={"alternates": ()})
-            .advanced(answer, refresh_token_ttl=self.refresh_token_ttl)
+            .advanced(answer, refresh_token_ttl=self.refresh_token_ttl, basis=self.refresh_expiry_basis)
         )
         self._register(*new.secrets())
         stored = self._persist_own(new, intent.intent_id, version)
@@ -630,14 +721,22 @@ class TokenKeeper:
             )
         self._cache_put(stored)
         rotated = stored.refresh_token is not None and stored.refresh_token.get_secret_value() != old_refresh
+        renewed = None if stored.refresh_expires_at is None else stored.reauth_deadline is None
         log.info(
-            "Token refreshed for %s: generation %d, rotated=%s, expires_at=%s",
+            "Token refreshed for %s: generation %d, rotated=%s, expires_at=%s, refresh token %s",
             self.name,
             stored.generation,
             rotated,
             stored.expires_at.isoformat(timespec="seconds") if stored.expires_at else None,
+            "lifetime unknown"
+            if renewed is None
+            else f"renewed until {stored.refresh_expires_at.isoformat(timespec='seconds')}"
+            if renewed and stored.refresh_expires_at
+            else f"NOT renewed (re-authorize by {stored.reauth_deadline.isoformat(timespec='seconds')})"
+            if stored.reauth_deadline
+            else "not renewed",
         )
-        return RefreshOutcome(stored, refreshed=True, rotated=rotated)
+        return RefreshOutcome(stored, refreshed=True, rotated=rotated, renewed=renewed)
 
     def _call_vendor(self, refresh_token: str, access_token: str | None) -> TokenSet:
         """One refresh; an ambiguous rejection (a gateway's HTML 403, a code the vendor document
@@ -856,7 +955,9 @@ def refresh_all(
     """Refresh many connections concurrently (bounded), each through its own lock and store.
 
     Used by ``TokenRefreshOperator``. One connection's failure never stops the others: its entry
-    holds the exception instead of an outcome.
+    holds the exception instead of an outcome. A keeper run's ``min_ttl`` also applies to the
+    refresh token (:func:`~airflow_provider_tokenrefresh.lease.keeper_refresh_margin`), so an idle
+    connection's refresh token is renewed before it would lapse between runs.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -864,7 +965,9 @@ def refresh_all(
         name, keeper = item
         try:
             ttl = keeper.refresh_margin if min_ttl is None else min_ttl
-            return name, keeper.refresh(force=force, min_ttl=ttl)
+            return name, keeper.refresh(
+                force=force, min_ttl=ttl, refresh_margin=keeper_refresh_margin(keeper.refresh_margin, ttl)
+            )
         except Exception as exc:  # noqa: BLE001 - reported per connection
             return name, exc
 

@@ -19,7 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from airflow_provider_tokenrefresh.tokens import RECORD_SCHEMA_VERSION, TokenRecord
+from airflow_provider_tokenrefresh.tokens import (
+    RECORD_SCHEMA_VERSION,
+    RefreshExpiryBasis,
+    TokenRecord,
+    deadline_message,
+    human_duration,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -113,10 +119,107 @@ def effective_margin(margin: float, lifetime: float | None) -> float:
 
 def needs_refresh(record: TokenRecord, view: View) -> bool:
     """Whether the access token is too close to expiry, or the refresh token would lapse unused
-    (both margins capped at half the token's lifetime: :func:`effective_margin`)."""
+    (both margins capped at half the token's lifetime: :func:`effective_margin`).
+
+    The refresh-token part is :func:`refresh_token_due`: it keeps an idle connection's refresh
+    token alive (iSales: one hour) even when nobody uses the access token.
+    """
     if record.access_ttl(view.now) < effective_margin(view.min_ttl, record.access_lifetime()):
         return True
-    return record.refresh_ttl(view.now) < effective_margin(view.refresh_margin, record.refresh_lifetime())
+    return refresh_token_due(record, view.now, view.refresh_margin)
+
+
+def refresh_token_due(record: TokenRecord, now: datetime, margin: float) -> bool:
+    """Whether the refresh token must be renewed now: its remaining life is below
+    ``effective_margin(margin, its lifetime)`` = ``min(margin, lifetime / 2)``.
+
+    Never for a record with a :attr:`~TokenRecord.reauth_deadline`: refreshing did not extend that
+    chain (a fixed maximum lifetime), so refreshing again only costs a vendor call per use in its
+    final minutes; the deadline is reported instead (:func:`lapse_warning`).
+    """
+    if record.reauth_deadline is not None:
+        return False
+    return record.refresh_ttl(now) < effective_margin(margin, record.refresh_lifetime())
+
+
+def keeper_refresh_margin(refresh_margin: float, min_ttl: float) -> float:
+    """The refresh-token margin of a keeper run (``refresh_all``): the connection's
+    ``refresh_margin`` or the run's ``min_ttl``, whichever is longer.
+
+    A keeper run asks for tokens that last ``min_ttl`` seconds (the schedule helper makes that
+    twice the keeper's interval: :func:`airflow_provider_tokenrefresh.schedule.keeper_min_ttl`), so
+    a refresh token that would lapse before the run after next is renewed now. Capped at half the
+    token's lifetime by :func:`refresh_token_due`.
+    """
+    return max(refresh_margin, min_ttl)
+
+
+#: Dialects whose vendor document gives the refresh token a *maximum* lifetime counted from the
+#: authorization, which refreshing does not extend. oauth2-client-secret-basic.txt: "The refresh
+#: token has a maximum validity of 30 days".
+FIXED_MAXIMUM_DIALECTS = frozenset({"oauth2_basic"})
+
+
+def expiry_basis_for(dialect: str, *, states_refresh_expiry: bool) -> RefreshExpiryBasis:
+    """How a dialect's refresh-token expiry is known (see :data:`RefreshExpiryBasis`).
+
+    ``stated`` when the dialect reads the expiry from the answer; ``fixed_maximum`` for the
+    dialects of :data:`FIXED_MAXIMUM_DIALECTS`; otherwise ``per_token`` (a documented lifetime
+    such as babelbird's "valid for 30 days" or the IoT platform's "one month", or the
+    connection's ``refresh_lifetime``, counted from each new refresh token).
+    """
+    if states_refresh_expiry:
+        return "stated"
+    if dialect in FIXED_MAXIMUM_DIALECTS:
+        return "fixed_maximum"
+    return "per_token"
+
+
+def effective_horizon(horizon: float, lifetime: float | None) -> float:
+    """The warning horizon for one refresh token: ``min(horizon, lifetime / 4)``.
+
+    A one-hour refresh token always lapses "within 7 days"; it is worth a warning only once less
+    than a quarter of its life is left. A keeper run every ``lifetime / 4`` with a refresh-token
+    margin of ``lifetime / 2`` (:mod:`airflow_provider_tokenrefresh.schedule`) never lets it get
+    there, so the warning means a keeper run was missed or did not renew the token.
+    """
+    if lifetime is None or lifetime <= 0:
+        return horizon
+    return min(horizon, lifetime / 4)
+
+
+def lapse_warning(record: TokenRecord, now: datetime, horizon: float, name: str) -> str | None:
+    """The WARNING to log about ``name``'s refresh token, or ``None`` (pure).
+
+    * a :attr:`~TokenRecord.reauth_deadline` within ``horizon``: re-authorize by then;
+    * else a refresh token with less than :func:`effective_horizon` left: when it lapses, and
+      what to do;
+    * nothing for a record already marked ``reauth_required`` (that error is raised instead), a
+      refresh token without a known expiry, or one with more time left.
+    """
+    if record.state == "reauth_required" or record.refresh_token is None:
+        return None
+    if record.reauth_deadline is not None:
+        left = (record.reauth_deadline - now).total_seconds()
+        return (
+            f"connection {name}: {deadline_message(record.reauth_deadline, left)}" if left < horizon else None
+        )
+    if record.refresh_expires_at is None:
+        return None
+    left = record.refresh_ttl(now)
+    when = record.refresh_expires_at.isoformat(timespec="seconds")
+    if left <= 0:
+        return (
+            f"connection {name}: the refresh token lapsed {human_duration(left)} ago ({when}); re-authorize at "
+            "the vendor and save the new refresh token in the connection's extra 'refresh_token'"
+        )
+    if left >= effective_horizon(horizon, record.refresh_lifetime()):
+        return None
+    return (
+        f"connection {name}: the refresh token lapses in {human_duration(left)} (at {when}); refresh it before "
+        f"then (the keeper DAG, or `airflow-tokenrefresh refresh {name} --force`), or re-authorize at the "
+        "vendor if refreshing does not renew it"
+    )
 
 
 def lock_kind(identity: str) -> str:

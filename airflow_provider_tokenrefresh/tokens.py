@@ -16,7 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 #: Version 2 (0.2.0) adds the intent id, superseded seeds, the lock in use, the file-lock writers,
 #: alternates and the ``suspect`` state. Version-1 records (0.1.0) read as version 2 with those empty.
+#: ``reauth_deadline`` was added later without a bump: it is optional (``None`` when absent), a
+#: release that does not know it ignores it on read, and the next refresh recomputes it.
 RECORD_SCHEMA_VERSION = 2
+
+#: Default ``[tokenrefresh] refresh_token_horizon``: a refresh token lapsing (or a re-authorization
+#: deadline falling) within this many seconds is warned about. Same value as the health page's.
+DEFAULT_REFRESH_TOKEN_HORIZON = 7 * 86400.0
+
+#: Where a refresh token's expiry comes from, which decides whether a refresh *renewed* it:
+#:
+#: * ``stated``: the vendor's answer carries it (iSales ``refreshExpirationTime``);
+#: * ``per_token``: a lifetime counted from the token's issue (the dialect's documented lifetime, or
+#:   the connection's ``refresh_lifetime``): it restarts only when the vendor issues a *new*
+#:   refresh token; the same one sent back keeps the expiry it had;
+#: * ``fixed_maximum``: a maximum counted from the authorization ("a maximum validity of 30
+#:   days"): no refresh extends it.
+RefreshExpiryBasis = Literal["stated", "per_token", "fixed_maximum"]
 
 
 def utcnow() -> datetime:
@@ -105,6 +121,10 @@ class TokenRecord(BaseModel):
     #: Lock domains (host and directory) of file-lock writers; more than one is a misconfiguration.
     file_lock_hosts: tuple[str, ...] = ()
     alternates: tuple[AlternateTokens, ...] = ()
+    #: Set when the last refresh did not move the refresh token's expiry (a fixed maximum
+    #: lifetime, or the vendor sent the same token back): by then a person must re-authorize at the
+    #: vendor and re-seed the connection. ``None`` while refreshes renew it (or nothing is known).
+    reauth_deadline: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -126,21 +146,43 @@ class TokenRecord(BaseModel):
             seed_fingerprint=fingerprint(refresh_token),
         )
 
-    def advanced(self, answer: TokenSet, *, refresh_token_ttl: float | None = None) -> TokenRecord:
+    def advanced(
+        self,
+        answer: TokenSet,
+        *,
+        refresh_token_ttl: float | None = None,
+        basis: RefreshExpiryBasis = "stated",
+    ) -> TokenRecord:
         """Return the next generation after a successful refresh.
 
-        An answer without a refresh token keeps the old one (and its expiry). When the vendor does
-        not state the refresh token's lifetime, ``refresh_token_ttl`` seconds from now is used.
+        An answer without a refresh token keeps the old one (and its expiry). The new refresh-token
+        expiry follows ``basis`` (:func:`next_refresh_expiry`); when it did not move later
+        (:func:`refresh_renewed`), the record carries it as :attr:`reauth_deadline`.
         """
-        refresh_token: SecretStr | None
-        if answer.refresh_token is not None:
-            refresh_token = answer.refresh_token
-            refresh_expires_at = answer.refresh_expires_at
-            if refresh_expires_at is None and refresh_token_ttl:
-                refresh_expires_at = answer.obtained_at + timedelta(seconds=refresh_token_ttl)
+        refresh_token = answer.refresh_token if answer.refresh_token is not None else self.refresh_token
+        new_token = answer.refresh_token is not None and (
+            self.refresh_token is None
+            or answer.refresh_token.get_secret_value() != self.refresh_token.get_secret_value()
+        )
+        refresh_expires_at = next_refresh_expiry(
+            previous=self.refresh_expires_at,
+            answered=answer.refresh_expires_at if answer.refresh_token is not None else None,
+            sent_token=answer.refresh_token is not None,
+            new_token=new_token,
+            obtained_at=answer.obtained_at,
+            lifetime=refresh_token_ttl,
+            basis=basis,
+        )
+        renewed = refresh_renewed(
+            previous=self.refresh_expires_at,
+            new=refresh_expires_at,
+            elapsed=(answer.obtained_at - self.obtained_at).total_seconds() if self.obtained_at else 0.0,
+            basis=basis,
+        )
+        if renewed or refresh_expires_at is None:
+            deadline = None if renewed or new_token else self.reauth_deadline
         else:
-            refresh_token = self.refresh_token
-            refresh_expires_at = self.refresh_expires_at
+            deadline = refresh_expires_at
         return TokenRecord(
             access_token=answer.access_token,
             token_type=answer.token_type,
@@ -156,6 +198,7 @@ class TokenRecord(BaseModel):
             superseded_seeds=self.superseded_seeds,
             lock_in_use=self.lock_in_use,
             file_lock_hosts=self.file_lock_hosts,
+            reauth_deadline=deadline,
             updated_at=answer.obtained_at,
         )
 
@@ -235,8 +278,16 @@ class TokenRecord(BaseModel):
         """Parse what :meth:`to_storage_json` wrote."""
         return cls.model_validate_json(payload)
 
-    def status(self, now: datetime | None = None) -> dict[str, Any]:
-        """Non-secret metadata: safe for XCom, logs and the ``status`` command."""
+    def status(
+        self, now: datetime | None = None, *, horizon: float = DEFAULT_REFRESH_TOKEN_HORIZON
+    ) -> dict[str, Any]:
+        """Non-secret metadata: safe for XCom, logs and the ``status`` command.
+
+        ``refresh_expires_in`` is the time left on the refresh token (seconds, negative once
+        lapsed; ``None`` when unknown); ``reauth_deadline`` / ``reauth_deadline_in`` say by when a
+        person must re-authorize because refreshing no longer extends the chain; ``warnings``
+        includes that deadline once it is within ``horizon`` seconds.
+        """
         now = now or utcnow()
 
         def _iso(value: datetime | None) -> str | None:
@@ -250,6 +301,13 @@ class TokenRecord(BaseModel):
             "expires_in": None if self.expires_at is None else round(self.access_ttl(now), 1),
             "lifetime": self.access_lifetime(),
             "refresh_expires_at": _iso(self.refresh_expires_at),
+            "refresh_expires_in": None
+            if self.refresh_expires_at is None or self.refresh_token is None
+            else round(self.refresh_ttl(now), 1),
+            "reauth_deadline": _iso(self.reauth_deadline),
+            "reauth_deadline_in": None
+            if self.reauth_deadline is None
+            else round((self.reauth_deadline - now).total_seconds(), 1),
             "has_refresh_token": self.refresh_token is not None,
             "scope": self.scope,
             "last_refresh_at": _iso(self.obtained_at),
@@ -263,12 +321,19 @@ class TokenRecord(BaseModel):
             "lock_in_use": self.lock_in_use,
             "alternates": len(self.alternates),
             "schema_version": self.schema_version,
-            "warnings": self.warnings(),
+            "warnings": self.warnings(now, horizon=horizon),
         }
 
-    def warnings(self) -> list[str]:
-        """Misconfigurations the record shows (no secrets): for status, logs and the Test button."""
+    def warnings(
+        self, now: datetime | None = None, *, horizon: float = DEFAULT_REFRESH_TOKEN_HORIZON
+    ) -> list[str]:
+        """Misconfigurations the record shows (no secrets): for status, logs and the Test button;
+        and a re-authorization deadline falling within ``horizon`` seconds."""
         found = []
+        if self.reauth_deadline is not None and self.state != "reauth_required":
+            left = (self.reauth_deadline - (now or utcnow())).total_seconds()
+            if left < horizon:
+                found.append(deadline_message(self.reauth_deadline, left))
         if len(self.file_lock_hosts) > 1:
             found.append(
                 f"written under file locks of {len(self.file_lock_hosts)} hosts or homes "
@@ -281,3 +346,88 @@ class TokenRecord(BaseModel):
                 "lapsed; the next refresh tries them if the main one is rejected"
             )
         return found
+
+
+def human_duration(seconds: float) -> str:
+    """``3d 4h``, ``2h 5m``, ``4m 10s``: a duration for messages (absolute value)."""
+    total = int(abs(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def deadline_message(deadline: datetime, left: float) -> str:
+    """The warning of a re-authorization deadline (no connection name: callers add it)."""
+    when = deadline.isoformat(timespec="seconds")
+    if left <= 0:
+        return (
+            f"re-authorization deadline passed {human_duration(left)} ago ({when}): the vendor did not extend "
+            "the refresh token's life; re-authorize at the vendor and save the new refresh token in the "
+            "connection's extra 'refresh_token'"
+        )
+    return (
+        f"re-authorize by {when} ({human_duration(left)} left): the last refresh did not extend the refresh "
+        "token's life (a fixed maximum lifetime), so refreshing cannot keep this connection alive; run the "
+        "vendor's authorization flow and save the new refresh token in the connection's extra 'refresh_token'"
+    )
+
+
+def next_refresh_expiry(
+    *,
+    previous: datetime | None,
+    answered: datetime | None,
+    sent_token: bool,
+    new_token: bool,
+    obtained_at: datetime,
+    lifetime: float | None,
+    basis: RefreshExpiryBasis,
+) -> datetime | None:
+    """The refresh token's expiry after a refresh (pure).
+
+    :param previous: the expiry before the refresh (``None``: unknown).
+    :param answered: the expiry on the vendor's answer, as parsed (the dialect's documented
+        lifetime from now when the answer states none).
+    :param sent_token: whether the answer carried a refresh token at all.
+    :param new_token: whether that refresh token differs from the one presented.
+    :param lifetime: the lifetime to assume (the connection's ``refresh_lifetime``, else the
+        dialect's documented one).
+
+    * no refresh token in the answer: the old one and its expiry stay;
+    * ``stated``: the vendor's expiry, else ``obtained_at + lifetime``;
+    * ``per_token``: ``obtained_at + lifetime`` for a new token; the same token keeps ``previous``;
+    * ``fixed_maximum``: never later than ``previous``: the first known expiry
+      (``obtained_at + lifetime``) caps the chain.
+    """
+    if not sent_token:
+        return previous
+    assumed = obtained_at + timedelta(seconds=lifetime) if lifetime else answered
+    if basis == "stated":
+        return answered if answered is not None else assumed
+    if basis == "per_token":
+        return assumed if new_token or previous is None else previous
+    candidates = [t for t in (previous, assumed) if t is not None]
+    return min(candidates) if candidates else None
+
+
+def refresh_renewed(
+    *, previous: datetime | None, new: datetime | None, elapsed: float, basis: RefreshExpiryBasis
+) -> bool:
+    """Whether a refresh renewed the refresh token: its expiry moved *later* (pure).
+
+    Later means by more than half the time since the previous refresh (``elapsed`` seconds), so a
+    vendor stating a fixed expiry as "seconds left" (rounded) is not mistaken for a renewal, while
+    a sliding lifetime (which moves by ``elapsed``) is. A first known expiry counts as renewed,
+    except for a ``fixed_maximum`` lifetime, which is never renewed. An unknown expiry is not.
+    """
+    if new is None or basis == "fixed_maximum":
+        return False
+    if previous is None:
+        return True
+    return (new - previous).total_seconds() > max(0.0, elapsed) / 2
