@@ -9,6 +9,9 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 export UV_LINK_MODE ?= copy
 PYTEST_ARGS ?=
+# Test files run on this many pytest-xdist workers (each file, or each group of files sharing one
+# Airflow deployment, stays on one worker). 1 runs everything in one process.
+PYTEST_WORKERS ?= 3
 
 .PHONY: help
 help:
@@ -40,7 +43,7 @@ system-deps:
 
 .PHONY: test
 test: venv system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: venv

@@ -90,3 +90,28 @@ def moto_server() -> Iterator[str]:
     """Endpoint URL of a throwaway moto server for AWS Secrets Manager."""
     with moto_secretsmanager_server() as url:
         yield url
+
+
+#: Test files that share the session-wide Airflow deployment (tests/airflow/conftest.py), split in
+#: two groups: under pytest-xdist each group runs on one worker, so at most two such deployments
+#: start, each shared by its files. Every other file is its own group (module fixtures stay whole).
+_AIRFLOW_GROUPS = {
+    "test_real_airflow.py": "airflow-a",
+    "test_failure_modes.py": "airflow-a",
+    "test_connection_test_button.py": "airflow-a",
+    "test_connection_form_browser.py": "airflow-a",
+    "test_triggerer_crowd.py": "airflow-a",
+    "test_long_canaries_real.py": "airflow-b",
+    "test_custom_dialect_real.py": "airflow-b",
+    "test_metrics_statsd.py": "airflow-b",
+    "test_status_exit_codes.py": "airflow-b",
+    "test_notifications.py": "airflow-b",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test an ``xdist_group``: its file, or its Airflow-deployment group."""
+    for item in items:
+        path = item.path
+        group = _AIRFLOW_GROUPS.get(path.name) if path.parent.name == "airflow" else None
+        item.add_marker(pytest.mark.xdist_group(group or str(path.relative_to(config.rootpath))))

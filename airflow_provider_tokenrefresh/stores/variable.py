@@ -16,6 +16,7 @@ loudly instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -26,6 +27,8 @@ from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConfli
 from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_tokenrefresh.stores import Version
 
 DESCRIPTION = (
@@ -40,12 +43,42 @@ def in_execution_context() -> bool:
     return runner is not None and getattr(runner, "SUPERVISOR_COMMS", None) is not None
 
 
+class _Gate:
+    """A lock whose urgent holders are served before the ordinary ones waiting."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextlib.contextmanager
+    def hold(self, *, urgent: bool = False) -> Iterator[None]:
+        with self._cond:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    self._cond.wait()
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 #: One gate for every Variable call of this process. In a triggerer all triggers share one
 #: supervisor channel that answers requests one at a time; without the gate, fifty triggers' calls
 #: queue behind each other and a claim's compare-to-acknowledged window grows past the keeper's
 #: bound, so claims are withdrawn again and again. Holding the gate across the compare and the set
-#: keeps that window at two calls however many triggers (or threads) share the process.
-_IO_GATE = threading.Lock()
+#: keeps that window at two calls however many triggers (or threads) share the process. Writes
+#: that store a vendor's answer (a record without an intent) go first: until they land, the
+#: rotated refresh token lives only in this process's memory.
+_IO_GATE = _Gate()
 
 
 def _digest(raw: str) -> str:
@@ -80,8 +113,8 @@ class VariableTokenStore:
                 "'store_path' to another key."
             )
 
-    def _get_raw(self, key: str) -> str | None:
-        with _IO_GATE:
+    def _get_raw(self, key: str, *, urgent: bool = False) -> str | None:
+        with _IO_GATE.hold(urgent=urgent):
             return self._get_raw_ungated(key)
 
     def _get_raw_ungated(self, key: str) -> str | None:
@@ -141,7 +174,8 @@ class VariableTokenStore:
         import time
 
         raw = record.to_storage_json()
-        with _IO_GATE:
+        urgent = record.intent_id is None  # an answer (or a withdrawal), not a claim
+        with _IO_GATE.hold(urgent=urgent):
             started = time.monotonic()
             current = self._get_raw_ungated(key)
             if (None if current is None else _digest(current)) != expected_version:
@@ -150,7 +184,7 @@ class VariableTokenStore:
             # persistence), and the keeper's claim on its own intent id is what excludes a stale holder.
             self._set_raw(key, raw)
             self._local.window = time.monotonic() - started
-        echoed = self._get_raw(key)
+        echoed = self._get_raw(key, urgent=urgent)
         if echoed != raw:
             if echoed is not None and echoed != current:
                 raise StoreConflict(f"Variable {key!r} was written by another process meanwhile")

@@ -220,7 +220,7 @@ def test_fifty_triggers_refreshing_through_the_variable_store_all_fire(deploymen
         ids = [f"crowd_var_{i}" for i in range(50)]
         seeds = {conn_id: _seed(deployment, emu, conn_id) for conn_id in ids}  # default store: Variables
         run = stack.trigger("token_trigger_crowd", {"conn_ids": ids})
-        state = stack.wait_run("token_trigger_crowd", run, timeout=300)
+        state = stack.wait_run("token_trigger_crowd", run, timeout=480)
         logs = stack.run_logs("token_trigger_crowd", run)
         withdrawn = logs.count("withdrawing")
         assert state == "success", f"{withdrawn} withdrawn claims\n" + stack.explain(
