@@ -162,7 +162,7 @@ def test_refresh_token_expiring_sends_one_mail_and_a_failed_notifier_is_retried(
         deployment.stack.put_connection(
             "notify_expiring",
             "tokenrefresh_bearer_json",
-            **emulator_connection(emu, seed.refresh_token, None),
+            **emulator_connection(emu, seed.refresh_token, seed.access_token),
         )
         run_id = _run(deployment, "notify_expiring_crowd", "notify_expiring")
         tis = deployment.stack.task_instances("notify_expiring_crowd", run_id)
