@@ -139,6 +139,7 @@ def run_configuration(
     dag_id: str,
     windows: int,
     lead: float = 20.0,
+    first_lead: float | None = None,
     after_refresh_point: float = 2.0,
     run_timeout: float = 600.0,
     log: Any = print,
@@ -161,11 +162,13 @@ def run_configuration(
     n_requests, refreshed_before = len(emulator.requests), emulator.current_tokens(family).refreshes
     for index in range(windows):
         # Window 0: no access token yet, the first use refreshes. Later: just after the refresh point.
-        use_at = time.time() + lead
+        # The first run also pays the workers' cold start: by default it gets twice the lead.
+        ahead = (2 * lead if first_lead is None else first_lead) if index == 0 else lead
+        use_at = time.time() + ahead
         if index > 0:
             use_at = max(use_at, _refresh_point(emulator, family, margin) + after_refresh_point)
-        # Trigger `lead` seconds ahead of the moment so the tasks have their slots when it comes.
-        while time.time() < use_at - lead:
+        # Trigger `ahead` seconds before the moment so the tasks have their slots when it comes.
+        while time.time() < use_at - ahead:
             time.sleep(0.2)
         revoked_before = emulator.current_tokens(family).revoked
         unauthorized_before = emulator.counters.get("sample:unauthorized", 0)
