@@ -140,7 +140,9 @@ class CeleryStack(AirflowStack):
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+            )
         return result
 
     def airflow(
@@ -150,13 +152,27 @@ class CeleryStack(AirflowStack):
         if check:
             return self._run_in("api-server", *args, timeout=timeout)
         return subprocess.run(
-            [self._airflow_bin(), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            [self._airflow_bin(), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def argv(self, component: str) -> list[str]:
         """The command line of one component (never a log server: ``--skip-serve-logs``)."""
         if component == "api-server":
-            return [self._airflow_bin(), "api-server", "--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
+            return [
+                self._airflow_bin(),
+                "api-server",
+                "--port",
+                str(self.port),
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "1",
+            ]
         if component in ("scheduler", "triggerer"):
             return [self._airflow_bin(), component, "--skip-serve-logs"]
         if component == "dag-processor":
@@ -191,7 +207,9 @@ class CeleryStack(AirflowStack):
         missing: list[str] = list(self.components)
         while time.monotonic() < deadline:
             self._check_alive()
-            missing = [w for w in self.worker_names if not re.search(rf"w{w[6:]}@\S+ ready\.", self.output(w))]
+            missing = [
+                w for w in self.worker_names if not re.search(rf"w{w[6:]}@\S+ ready\.", self.output(w))
+            ]
             try:
                 health = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=3).json()
                 missing += [c for c in HEALTH if (health.get(c) or {}).get("status") != "healthy"]
@@ -240,7 +258,9 @@ class CeleryStack(AirflowStack):
             path = self.home_of("api-server") / "simple_auth_manager_passwords.json.generated"
             passwords = json.loads(path.read_text())
             response = httpx.post(
-                f"{self.base_url}/auth/token", json={"username": "admin", "password": passwords["admin"]}, timeout=10
+                f"{self.base_url}/auth/token",
+                json={"username": "admin", "password": passwords["admin"]},
+                timeout=10,
             )
             response.raise_for_status()
             self._token = response.json()["access_token"]
