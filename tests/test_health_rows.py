@@ -79,6 +79,14 @@ def test_refresh_token_inside_the_horizon_is_expiring_outside_it_is_not() -> Non
     assert _row(record, refresh_token_horizon=86400.0).health == "ok"
 
 
+def test_a_capped_chain_asks_for_re_authorization_not_a_refresh() -> None:
+    deadline = NOW + timedelta(days=2)
+    row = _row(_record(refresh_expires_at=deadline, reauth_deadline=deadline))
+    assert row.health == "expiring"
+    assert "Re-authorize" in (row.fix or "") and "refreshing does not help" in (row.fix or "")
+    assert "--force" not in (row.fix or "")
+
+
 def test_lapsed_refresh_token_is_expired() -> None:
     row = _row(_record(refresh_expires_at=NOW - timedelta(hours=3)))
     assert row.health == "expired" and "Re-authorize" in (row.fix or "")

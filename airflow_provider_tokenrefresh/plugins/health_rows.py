@@ -222,6 +222,17 @@ def row_from_status(
                     f"Re-authorize {conn_id} at the vendor and save the new refresh token in extra 'refresh_token'.",
                 )
             )
+        elif refresh_in < refresh_token_horizon and status.get("reauth_deadline"):
+            # The vendor caps the chain's life: refreshing does not move this date.
+            problems.append(
+                Problem(
+                    "expiring",
+                    f"re-authorization due in {human_seconds(refresh_in)} ({lapse}): the vendor caps the "
+                    "refresh token's lifetime, and refreshes do not extend it",
+                    f"Re-authorize {conn_id} at the vendor before {lapse} and save the new refresh token in "
+                    "extra 'refresh_token'; refreshing does not help.",
+                )
+            )
         elif refresh_in < refresh_token_horizon:
             problems.append(
                 Problem(
