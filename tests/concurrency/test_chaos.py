@@ -1,7 +1,8 @@
 """Chaos that asks the vendor, shortened (the full 10,000 rounds: ``make chaos``).
 
-Real OpenBao, moto, Redis and PostgreSQL servers on 127.0.0.1; every fault class on every store
-and lock it applies to; each round judged at the vendor (see ``tests/concurrency/chaos``).
+Real OpenBao, moto, Redis and PostgreSQL servers on 127.0.0.1 (and an Airflow metadata database
+on that PostgreSQL for the Variable store); every fault class on every store and lock it applies
+to; each round judged at the vendor (see ``tests/concurrency/chaos``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .chaos import COMBOS, FAULTS, STORES, run_chaos
 from .chaos.child import digest
 from .chaos.table import markdown_table
 
-ROUNDS = int(os.environ.get("CHAOS_TEST_ROUNDS", "240"))
+#: Every (fault class, store, lock) once (151 pairs: 37 of them on the Variable store, whose claims
+#: settle 0.5 s each), then a few at random: about 2 minutes on two loaded cores.
+ROUNDS = int(os.environ.get("CHAOS_TEST_ROUNDS", "160"))
 
 
 @pytest.mark.slow
@@ -36,8 +39,12 @@ def test_chaos_judged_at_the_vendor(tmp_path: Path) -> None:
     assert report.checks["token used after its commit"] >= ROUNDS // 2
     assert report.checks["valid: vendor accepts its refresh token"] >= ROUNDS // 2
     assert report.checks["reauth_required: vendor rejects its refresh token"] >= 10
-    assert len(report.evidence) == 4, report.evidence  # file partial + unrenamed, aws staged, vault applied
+    # file partial + unrenamed, aws staged, vault applied, variable rolled back + committed unread
+    assert len(report.evidence) == 6, report.evidence
     assert report.checks["no call after a lost lease"] >= 2
+    # Both Variable-store torn writes, each with its own end: rolled back -> reauth, committed -> valid.
+    assert report.ends["torn_write x variable -> reauth_required"] >= 1, report.ends
+    assert report.ends["torn_write x variable -> valid"] >= 1, report.ends
     # The signal classes end valid: the vendor's answer was stored before the process exited.
     for name in ("sigterm_mid_refresh", "sigint_mid_refresh", "sigalrm_mid_refresh"):
         assert all(

@@ -1,4 +1,4 @@
-"""``python -m tests.concurrency.chaos --rounds N [--json PATH] [--table PATH]``."""
+"""``python -m tests.concurrency.chaos --rounds N [--only CLASSES] [--stores STORES] [--json PATH] [--table PATH]``."""
 
 from __future__ import annotations
 
@@ -26,13 +26,19 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the report here")
     parser.add_argument("--table", default=None, help="also write the Markdown table here")
     parser.add_argument("--only", default=None, help="comma-separated fault classes")
+    parser.add_argument(
+        "--stores", default=None, help="comma-separated stores (file, vault, aws, variable): only their pairs"
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.CRITICAL
     )  # the report is the output; the keepers' warnings are expected
     with tempfile.TemporaryDirectory(prefix="tokenrefresh-chaos-") as tmp:
         only = set(args.only.split(",")) if args.only else None
-        report = run_chaos(args.rounds, Path(tmp), seed=args.seed, only=only, progress=_progress)
+        stores = set(args.stores.split(",")) if args.stores else None
+        report = run_chaos(
+            args.rounds, Path(tmp), seed=args.seed, only=only, stores=stores, progress=_progress
+        )
     data = report.as_dict()
     text = json.dumps(data, indent=2)
     table = markdown_table(report)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STORES = ("file", "vault", "aws")
-#: (store, lock) pairs: every store with two locks, every lock with two stores.
+STORES = ("file", "vault", "aws", "variable")
+#: (store, lock) pairs: every store with two locks, every lock with two stores (the Variable
+#: store with the file lock, its embedded default, and Redis).
 COMBOS = (
     ("file", "file"),
     ("file", "redis"),
@@ -20,7 +21,35 @@ COMBOS = (
     ("vault", "postgres"),
     ("aws", "postgres"),
     ("aws", "file"),
+    ("variable", "file"),
+    ("variable", "redis"),
 )
+#: The claim's settle time of the Variable store (no compare-and-set) in the chaos keepers: shortened
+#: from 6 s like the stale bound (5 s instead of 186 s). The keeper withdraws a claim whose compare
+#: read to acknowledgement took more than settle / 2; one PostgreSQL makes a committed write visible
+#: to every reader at once.
+SETTLE = 0.5
+
+#: The two torn writes of each store, alternating by round (odd rounds: the first).
+TORN_VARIANTS = {
+    "file": ("partial", "before_rename"),
+    # The upsert executed inside its open transaction, the writer killed before COMMIT (rolled
+    # back); or Variable.set committed, the writer killed before its read-back (never acknowledged).
+    "variable": ("uncommitted", "before_echo"),
+}
+
+
+def torn_variant(store: str, n: int) -> str:
+    """The torn write round ``n`` stages on ``store``."""
+    first, second = TORN_VARIANTS.get(store, ("partial", "before_rename"))
+    return first if n % 2 else second
+
+
+#: End states of a torn write that depend on the variant (else the class's end for the store).
+TORN_END = {
+    ("variable", "uncommitted"): frozenset({"reauth_required"}),
+    ("variable", "before_echo"): frozenset({"valid"}),
+}
 
 VALID = frozenset({"valid"})
 REAUTH = frozenset({"reauth_required"})
@@ -52,7 +81,10 @@ class FaultClass:
     vendor_fault: tuple[str, dict[str, object]] | None = None
     signal_name: str | None = None
 
-    def expected_end(self, store: str) -> frozenset[str]:
+    def expected_end(self, store: str, n: int | None = None) -> frozenset[str]:
+        """The end states allowed on ``store`` (in round ``n``: a torn write's variant decides)."""
+        if self.store_fault == "torn" and n is not None and (store, torn_variant(store, n)) in TORN_END:
+            return TORN_END[(store, torn_variant(store, n))]
         return self.end.get(store, self.end.get("*", frozenset()))
 
     def applies(self, lock: str) -> bool:
@@ -77,12 +109,13 @@ FAULTS: dict[str, FaultClass] = {
         _f("kill_after_answer", "plain", {"killed"}, REAUTH, kill_at="after_answer"),
         # A write cut in the middle: file = part of the temp file written, or written but not
         # renamed (alternating); aws = new version staged AWSPENDING, never promoted; vault = the
-        # KV v2 write applied, the writer killed before it read the acknowledgement.
+        # KV v2 write applied, the writer killed before it read the acknowledgement; variable = the
+        # upsert executed but never committed (reauth), or committed but never read back (valid).
         _f(
             "torn_write",
             "plain",
             {"killed"},
-            {"file": REAUTH, "aws": REAUTH, "vault": VALID},
+            {"file": REAUTH, "aws": REAUTH, "vault": VALID, "variable": VALID | REAUTH},
             store_fault="torn",
         ),
         _f("sigterm_mid_refresh", "signal", {"terminated"}, VALID, signal_name="SIGTERM"),

@@ -11,6 +11,7 @@ but the report holds digests only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -100,6 +101,8 @@ class WatchedStore:
                 os.replace = lambda *a, **k: _die()  # type: ignore[assignment]
         elif store == "aws":
             self._inner.client.update_secret_version_stage = lambda **kw: _die()
+        elif store == "variable":
+            self._torn_variable(key, record)
         elif store == "vault":
             kv = self._inner.client.secrets.kv.v2
             real = kv.create_or_update_secret
@@ -111,6 +114,40 @@ class WatchedStore:
             kv.create_or_update_secret = applied_then_killed
         self._inner.write(key, record, expected_version)
         raise AssertionError("the torn write returned")
+
+    def _torn_variable(self, key: str, record: Any) -> None:
+        """Arm the Variable store's torn write: ``uncommitted`` kills inside ``Variable.set``'s
+        transaction, after its upsert ran and before COMMIT, once the writer's own session has shown
+        the new value in the table (written to ``<result>.torn`` before the kill); ``before_echo``
+        lets ``Variable.set`` commit and kills before the store reads the value back."""
+        inner = self._inner
+        evidence_path = f"{self._cfg['result']}.torn"
+        if self._cfg["torn_variant"] == "uncommitted":
+            import airflow.models.variable as variable_module
+            from sqlalchemy import select
+
+            real_session = variable_module.create_session
+            Variable = variable_module.Variable
+            raw = record.to_storage_json()
+
+            @contextlib.contextmanager
+            def killed_before_commit() -> Any:
+                with real_session() as session:
+                    yield session  # Variable.set runs its upsert here; its COMMIT is on exit
+                    row = session.execute(select(Variable).where(Variable.key == key)).scalar_one()
+                    _write_json(evidence_path, {"uncommitted_upsert_in_table": row.val == raw})
+                    _die()
+
+            variable_module.create_session = killed_before_commit  # type: ignore[assignment]
+        else:
+            real_set = inner._set_raw
+
+            def committed_then_killed(k: str, value: str) -> None:
+                real_set(k, value)
+                _write_json(evidence_path, {"committed_before_kill": True})
+                _die()
+
+            inner._set_raw = committed_then_killed
 
 
 def _use(url: str, access: str) -> int:
@@ -160,6 +197,22 @@ def _install_signal_handlers() -> Any:
     return TimeoutPosix(seconds=600, error_message="execution_timeout")
 
 
+def _configure_airflow(env: dict[str, str]) -> None:
+    """Point this forked process's Airflow at the Variable store's metadata database.
+
+    The parent imported Airflow (and read its configuration) before the run's database existed; the
+    ORM engine it set up was disposed in this child at fork (Airflow's at-fork hook). Configuration
+    values come from the environment on every lookup: set it, then rebuild the engine and forget
+    the cached Fernet."""
+    os.environ.update(env)
+    from airflow import settings
+    from airflow.models.crypto import get_fernet
+
+    settings.configure_vars()
+    settings.configure_orm()
+    get_fernet.cache_clear()
+
+
 def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
     from airflow_provider_tokenrefresh.errors import TokenRefreshError
     from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
@@ -170,6 +223,8 @@ def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
         spec = cfg["spec"]
         TokenKeeper.clear_cache()
         TokenKeeper._unsaved.clear()
+        if spec["store"] == "variable":
+            _configure_airflow(spec["airflow_env"])
         keeper = TokenKeeper(
             cfg["key"],
             build_client(spec, timeout=cfg["client_timeout"], backoff_base=0.01),
@@ -180,6 +235,7 @@ def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
             write_backoff=0.001,
             lock_timeout=20,
             stale_after=cfg["stale_after"],
+            settle=cfg.get("settle"),
             clock=_clock(cfg["clock_offset"], holder_dead, cfg["stale_after"]),
         )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .child import digest
 
@@ -92,6 +93,8 @@ def torn_evidence(rnd: Round) -> None:
         staged = [v for v in versions if v.get("VersionStages") == ["AWSPENDING"]]
         if record is not None and record.intent_id and staged:
             label = "aws: new version staged AWSPENDING, never promoted"
+    elif rnd.store == "variable":
+        label = _variable_torn(rnd, record)
     elif (
         rnd.store == "vault"
         and record is not None
@@ -103,6 +106,25 @@ def torn_evidence(rnd: Round) -> None:
         rnd.problems.append("the torn write left no torn state")
     else:
         rnd.run.report.evidence[label] += 1
+
+
+def _variable_torn(rnd: Round, record: Any) -> str | None:
+    """What the killed writer saw (``<result>.torn``, written just before its SIGKILL) against what
+    a fresh reader sees now."""
+    from .catalogue import torn_variant
+
+    path = Path(f"{rnd.run.workdir / f'r{rnd.n}-holder.json'}.torn")
+    seen = json.loads(path.read_text()) if path.exists() else {}
+    path.unlink(missing_ok=True)
+    if torn_variant("variable", rnd.n) == "uncommitted":
+        # The new value was in the table inside the writer's transaction; the kill rolled it back.
+        if seen.get("uncommitted_upsert_in_table") and record is not None and record.intent_id:
+            return "variable: upsert in the writer's open transaction, killed before COMMIT (rolled back)"
+        return None
+    committed = seen.get("committed_before_kill") and record is not None
+    if committed and record.intent_id is None and not record.refresh_started_at:
+        return "variable: Variable.set committed, writer killed before its read-back"
+    return None
 
 
 def _parses(payload: bytes) -> bool:

@@ -15,7 +15,8 @@ scheduled run would), and judges:
   rejects. Its state must be the one the class expects for that store;
 * a lease lost before the call sent nothing to the vendor; a torn write left its torn state
   (shown per store: a partial or unrenamed temp file, a staged but unpromoted AWS version, a
-  KV v2 version written by a process killed before the acknowledgement).
+  KV v2 version written by a process killed before the acknowledgement, a Variable upsert seen
+  in its writer's open transaction and rolled back by the kill, or committed but never read back).
 
 A round that ends in re-authorization re-seeds the pair (a person re-authorizes).
 """
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import COMBOS, FAULTS, FaultClass
+from .catalogue import COMBOS, FAULTS, SETTLE, FaultClass, torn_variant
 from .child import child_main
 from .servers import Servers, chaos_servers, wait_for
 
@@ -94,10 +95,11 @@ class Round:
             "seed": run.seeds[(self.store, self.lock)],
             "client_timeout": 5.0,
             "stale_after": STALE_AFTER,
+            "settle": SETTLE,
             "clock_offset": run.step * (STALE_AFTER + 1),
             "sample_url": run.emulator.sample_url,
             "result": str(run.workdir / f"r{self.n}-{role}.json"),
-            "torn_variant": "partial" if self.n % 2 else "before_rename",
+            "torn_variant": torn_variant(self.store, self.n),
         }
         cfg.update(more)
         return cfg
@@ -147,7 +149,9 @@ class Round:
 
 
 class Run:
-    def __init__(self, emulator: Any, servers: Servers, workdir: Path, seed: int) -> None:
+    def __init__(
+        self, emulator: Any, servers: Servers, workdir: Path, seed: int, stores: set[str] | None = None
+    ) -> None:
         self.emulator, self.servers, self.workdir = emulator, servers, workdir
         self.ctx = multiprocessing.get_context("fork")
         self.rng = random.Random(seed)
@@ -156,9 +160,14 @@ class Run:
         self.seeds: dict[tuple[str, str], str] = {}
         self.report = ChaosReport()
         self._stores: dict[tuple[str, str], Any] = {}
+        unknown = set(stores or ()) - {s for s, _ in COMBOS}
+        if unknown:
+            raise ValueError(f"unknown stores: {sorted(unknown)}")
+        #: The pairs this run plays (``stores`` restricts them; by default every pair).
+        self.combos = [(s, lk) for s, lk in COMBOS if stores is None or s in stores]
         base = {"dialect": "oauth2_basic", "base_url": emulator.base_url, "client_id": emulator.client_id,
                 "client_secret": emulator.client_secret}  # fmt: skip
-        for store, lock in COMBOS:
+        for store, lock in self.combos:
             self.specs[(store, lock)] = {
                 **base,
                 **servers.backend(store, lock, str(workdir / f"{store}-{lock}")),
@@ -166,7 +175,7 @@ class Run:
             self.seeds[(store, lock)] = emulator.issue_tokens().refresh_token
 
     def schedule(self, rounds: int) -> list[tuple[FaultClass, str, str]]:
-        pairs = [(f, s, lk) for f in FAULTS.values() for s, lk in COMBOS if f.applies(lk)]
+        pairs = [(f, s, lk) for f in FAULTS.values() for s, lk in self.combos if f.applies(lk)]
         out = [pairs[i] for i in range(min(rounds, len(pairs)))]
         out += [self.rng.choice(pairs) for _ in range(rounds - len(out))]
         return out
@@ -176,7 +185,12 @@ class Run:
         from airflow_provider_tokenrefresh.testing.backends import build_store
 
         if (store, lock) not in self._stores:
-            self._stores[(store, lock)] = build_store(self.specs[(store, lock)])
+            if store == "variable":
+                # Through a child of its own: this process's Airflow is not configured for the run's DB.
+                assert self.servers.variable is not None
+                self._stores[(store, lock)] = self.servers.variable.new_store()
+            else:
+                self._stores[(store, lock)] = build_store(self.specs[(store, lock)])
         return self._stores[(store, lock)]
 
 
@@ -250,8 +264,9 @@ def play(run: Run, n: int, fault: FaultClass, store: str, lock: str) -> str:
     except Exception as exc:  # the staging itself failed (a child never reached its checkpoint...)
         rnd.problems.append(f"staging failed: {type(exc).__name__}: {exc}")
         end = "staging_failed"
-    if end not in fault.expected_end(store):
-        rnd.problems.append(f"ended {end}, expected {sorted(fault.expected_end(store))}")
+    expected = fault.expected_end(store, n)
+    if end not in expected:
+        rnd.problems.append(f"ended {end}, expected {sorted(expected)}")
     cell = f"{fault.name} x {store}"
     run.report.fault_seconds[f"{fault.name} x {store}+{lock}"] += time.monotonic() - began
     run.report.cells[cell] += 1
@@ -265,23 +280,32 @@ def play(run: Run, n: int, fault: FaultClass, store: str, lock: str) -> str:
 
 def warm_up() -> None:
     """Import and warm everything the children use once, here: forked children inherit it."""
+    import airflow.models
     import boto3
     import httpx  # noqa: F401
     import hvac  # noqa: F401
     import psycopg  # noqa: F401
+    import psycopg2  # noqa: F401
     import redis  # noqa: F401
+    import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401
     from airflow.sdk.exceptions import AirflowTaskTerminated  # noqa: F401
     from airflow.sdk.execution_time.timeout import TimeoutPosix  # noqa: F401
+    from sqlalchemy.orm import configure_mappers
 
     import airflow_provider_tokenrefresh.keeper
     import airflow_provider_tokenrefresh.locks.file
     import airflow_provider_tokenrefresh.locks.postgres
     import airflow_provider_tokenrefresh.locks.redis
     import airflow_provider_tokenrefresh.stores.aws
+    import airflow_provider_tokenrefresh.stores.variable
     import airflow_provider_tokenrefresh.stores.vault  # noqa: F401
     from airflow_provider_tokenrefresh.client import _default_ssl_context
 
     _default_ssl_context()
+    # The Variable store's core path: Airflow's models mapped once (3 s on a child's first query
+    # otherwise), and the PostgreSQL driver loaded; no database is touched here.
+    airflow.models.import_all_models()
+    configure_mappers()
     # botocore loads its service model once per session: the default session's, inherited.
     boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
 
@@ -292,16 +316,26 @@ def run_chaos(
     *,
     seed: int = 20261123,
     only: set[str] | None = None,
+    stores: set[str] | None = None,
     progress: Any = None,
 ) -> ChaosReport:
-    """Run ``rounds`` rounds against real servers and an emulated vendor; violations listed, not raised."""
+    """Run ``rounds`` rounds against real servers and an emulated vendor; violations listed, not raised.
+
+    :param only: play only these fault classes.
+    :param stores: play only the pairs of these stores (the Variable store's metadata database is
+        migrated only when it plays).
+    """
     from airflow_provider_tokenrefresh.testing import EMULATORS
 
     warm_up()
     started = time.monotonic()
     report = ChaosReport()
-    with chaos_servers() as servers, EMULATORS["oauth2_basic"](rotation=True, reuse_detection=True) as emu:
-        run = Run(emu, servers, workdir, seed)
+    variable = stores is None or "variable" in stores
+    with (
+        chaos_servers(workdir=workdir, variable=variable) as servers,
+        EMULATORS["oauth2_basic"](rotation=True, reuse_detection=True) as emu,
+    ):
+        run = Run(emu, servers, workdir, seed, stores)
         run.report = report
         schedule = run.schedule(rounds) if only is None else [
             p for p in run.schedule(rounds * 50) if p[0].name in only

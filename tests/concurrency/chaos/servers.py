@@ -4,6 +4,12 @@ OpenBao (KV v2), moto (AWS Secrets Manager), Redis and PostgreSQL, each on 127.0
 through the suite's fixtures' helpers (they raise with the server's output when a server cannot
 start) and stopped by PID. Mid-round actions: a Redis lease made to run out (``PEXPIRE``), a
 PostgreSQL lock session terminated (``pg_terminate_backend``), either server restarted on its port.
+
+The Airflow Variable store gets a throwaway Airflow metadata database on that PostgreSQL (database
+``airflow_chaos``, ``airflow db migrate``d, its own ``AIRFLOW_HOME`` and Fernet key): the children
+use the core ``airflow.models.Variable`` on it, as the CLI and the api-server do, and the runner
+reads it through a child of its own (:class:`ChaosVariableServer`), since Airflow reads its
+configuration once per process.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.servers_locks import (
@@ -25,6 +32,10 @@ from tests.servers_locks import (
     _run,
 )
 from tests.servers_stores import bao_dev_server, moto_secretsmanager_server
+from tests.stores.variable_server import VariableStoreServer
+
+#: The metadata database of the Variable store's rounds, on the run's PostgreSQL.
+AIRFLOW_DB = "airflow_chaos"
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
@@ -44,6 +55,8 @@ class Servers:
     redis: RedisServer
     postgres: PostgresServer
     restarts: int = 0
+    #: The Variable store's metadata database (``None``: no Variable-store rounds in this run).
+    variable: ChaosVariableServer | None = None
 
     def backend(self, store: str, lock: str, workdir: str) -> dict[str, Any]:
         """The plain-data spec ``testing.backends`` builds a store and lock from."""
@@ -58,6 +71,7 @@ class Servers:
             "redis_url": self.redis.url,
             "lock_ttl": 30,
             "postgres_dsn": self.postgres.conninfo,
+            "airflow_env": self.variable.child_env() if self.variable is not None else {},
         }
 
     # -- lease loss ------------------------------------------------------------------------------
@@ -149,9 +163,48 @@ class Servers:
             raise ValueError(lock)
 
 
+class ChaosVariableServer(VariableStoreServer):
+    """The Variable store's metadata database on the run's PostgreSQL, and the runner's reader.
+
+    ``start`` runs ``airflow db migrate`` in a fresh process with this environment, then starts the
+    child serving the runner's own ``VariableTokenStore`` (what a fresh reader sees); the keepers
+    are forked children that switch their Airflow configuration to :meth:`child_env`."""
+
+    def __init__(self, home: Path, postgres: PostgresServer) -> None:
+        super().__init__(home)
+        self.postgres = postgres
+        parts = dict(item.split("=", 1) for item in postgres.conninfo.split())
+        self.url = f"postgresql+psycopg2://{parts['user']}@{parts['host']}:{parts['port']}/{AIRFLOW_DB}"
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.url
+        # Airflow derives an asyncpg URL from the sync one; psycopg 3 is async too, and is the
+        # driver the suite's other PostgreSQL deployments use.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = self.url.replace("+psycopg2", "+psycopg")
+        env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "ERROR"
+        return env
+
+    def child_env(self) -> dict[str, str]:
+        """What a keeper child sets before it reconfigures Airflow (``AIRFLOW*`` only)."""
+        return {k: v for k, v in self.env().items() if k.startswith(("AIRFLOW", "_AIRFLOW"))}
+
+    def start(self, timeout: float = 300) -> None:
+        import psycopg
+
+        with psycopg.connect(self.postgres.conninfo, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {AIRFLOW_DB}")
+            conn.execute(f"CREATE DATABASE {AIRFLOW_DB}")
+        super().start(timeout)
+
+
 @contextlib.contextmanager
-def chaos_servers() -> Iterator[Servers]:
-    """Start every server the run needs; stop each by PID at the end."""
+def chaos_servers(*, workdir: Path | None = None, variable: bool = False) -> Iterator[Servers]:
+    """Start every server the run needs; stop each by PID at the end.
+
+    :param variable: also migrate the Variable store's metadata database (in ``workdir``) and start
+        the runner's reader of it.
+    """
     redis_server = RedisServer()
     postgres = PostgresServer()
     with contextlib.ExitStack() as stack:
@@ -161,4 +214,12 @@ def chaos_servers() -> Iterator[Servers]:
         redis_server.start()
         stack.callback(postgres.stop)
         postgres.start()
-        yield Servers(vault_url, vault_token, aws_endpoint, redis_server, postgres)
+        servers = Servers(vault_url, vault_token, aws_endpoint, redis_server, postgres)
+        if variable:
+            if workdir is None:
+                raise ValueError("the Variable store needs a workdir for its AIRFLOW_HOME")
+            server = ChaosVariableServer(workdir / "airflow-home", postgres)
+            stack.callback(server.stop)
+            server.start()
+            servers.variable = server
+        yield servers
