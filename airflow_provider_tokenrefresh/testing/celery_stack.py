@@ -14,18 +14,15 @@ its process group in :meth:`CeleryStack.stop`, which the context manager calls e
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import secrets
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack, _die_with_parent
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack, _die_with_parent, stop_process_groups
 
 SERVERS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -223,21 +220,8 @@ class CeleryStack(AirflowStack):
 
     def stop(self) -> None:
         """Stop every component by its process group: SIGTERM, then SIGKILL after 30 s."""
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            # Task processes a worker forked live in the worker's group: make sure none is left.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        # Task processes a worker forked live in the worker's group: the sweep leaves none behind.
+        stop_process_groups(self.processes.values(), grace=30, sweep=True)
         self.processes.clear()
 
     def __enter__(self) -> CeleryStack:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import httpx
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -36,6 +38,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the normal stop() still applies
         pass
+
+
+def stop_process_groups(
+    processes: Iterable[subprocess.Popen[bytes]], *, grace: float, sweep: bool = False
+) -> None:
+    """SIGTERM each process's group, wait up to ``grace`` seconds in all, then SIGKILL the rest.
+
+    :param sweep: also SIGKILL each group afterwards (children a component forked live in it).
+    """
+    procs = list(processes)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if sweep:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -191,18 +218,7 @@ class AirflowStack:
 
     def stop(self) -> None:
         """Stop every component by PID (SIGTERM to its process group, then SIGKILL)."""
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_groups(self.processes.values(), grace=20)
         self.processes.clear()
 
     # -- REST API -------------------------------------------------------------------------------------
