@@ -115,7 +115,8 @@ def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployme
     ):
         fast_ids = [f"crowd_fast_{i}" for i in range(FAST)]
         seeds = {conn_id: _seed(deployment, fast, conn_id, store="file") for conn_id in fast_ids}
-        slow_seed = _seed(deployment, slow, "crowd_slow", store="file")
+        # The client waits as long as the vendor holds (timeout 300 s): the request stays open on both ends.
+        slow_seed = _seed(deployment, slow, "crowd_slow", store="file", timeout=300)
         # The slow vendor is down for the worker's first check, then holds its answer to the
         # triggerer's request until this test releases it (at least 10 s).
         slow.inject("http_503")
