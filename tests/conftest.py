@@ -109,9 +109,18 @@ _AIRFLOW_GROUPS = {
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test an ``xdist_group``: its file, or its Airflow-deployment group."""
-    for item in items:
-        path = item.path
-        group = _AIRFLOW_GROUPS.get(path.name) if path.parent.name == "airflow" else None
-        item.add_marker(pytest.mark.xdist_group(group or str(path.relative_to(config.rootpath))))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist, schedule whole files (module fixtures stay whole), and the files sharing
+    the Airflow deployment by their group. (pytest-xdist's own ``loadgroup`` marks do not take
+    under pytest 9, whose node ids it can no longer suffix.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileAndDeployment(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            name = path.rsplit("/", 1)[-1]
+            if path.startswith("tests/airflow/") and name in _AIRFLOW_GROUPS:
+                return _AIRFLOW_GROUPS[name]
+            return path
+
+    return ByFileAndDeployment(config, log)
