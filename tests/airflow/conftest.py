@@ -73,6 +73,11 @@ class Deployment:
 
     def stored_refresh_token_of(self, conn_id: str) -> str | None:
         """The refresh token in ``conn_id``'s Variable record (read in a child process; never printed)."""
+        return self.stored_refresh_tokens_of([conn_id])[conn_id]
+
+    def stored_refresh_tokens_of(self, conn_ids: list[str]) -> dict[str, str | None]:
+        """Each connection's stored refresh token, read in one child process with the deployment's
+        settings (never printed)."""
         import json
         import subprocess
         import sys
@@ -80,19 +85,21 @@ class Deployment:
         code = (
             "import json,sys\n"
             "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
-            "r,_=VariableTokenStore().read(sys.argv[1])\n"
-            "print(json.dumps({'rt': r.refresh_token.get_secret_value() if r and r.refresh_token else None,"
-            " 'generation': r.generation if r else None}))\n"
+            "s=VariableTokenStore(); out={}\n"
+            "for c in sys.argv[1:]:\n"
+            "    r,_=s.read('tokenrefresh_token__'+c)\n"
+            "    out[c]=r.refresh_token.get_secret_value() if r and r.refresh_token else None\n"
+            "print(json.dumps(out))\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code, f"tokenrefresh_token__{conn_id}"],
+            [sys.executable, "-c", code, *conn_ids],
             env=self.stack.env(),
             capture_output=True,
             text=True,
             check=True,
         )
-        value: str | None = json.loads(out.stdout.strip().splitlines()[-1])["rt"]
-        return value
+        values: dict[str, str | None] = json.loads(out.stdout.strip().splitlines()[-1])
+        return values
 
 
 def _words(text: str) -> list[str]:

@@ -193,27 +193,6 @@ def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployme
         print(f"49 sensors fired {fired_after:.1f}s after the slow request opened, while it was still open")
 
 
-def _stored_refresh_tokens(deployment: Deployment, keys: list[str]) -> dict[str, str | None]:
-    """Every key's stored refresh token, read in one child process with the deployment's settings."""
-    code = (
-        "import json,sys\n"
-        "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
-        "s=VariableTokenStore(); out={}\n"
-        "for k in sys.argv[1:]:\n"
-        "    r,_=s.read(k); out[k]=r.refresh_token.get_secret_value() if r and r.refresh_token else None\n"
-        "print(json.dumps(out))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, *keys],
-        env=deployment.stack.env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, str | None] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def test_fifty_triggers_refreshing_through_the_variable_store_all_fire(deployment: Deployment) -> None:
     stack = deployment.stack
     stack.wait_for_dag("token_trigger_crowd")
@@ -230,9 +209,7 @@ def test_fifty_triggers_refreshing_through_the_variable_store_all_fire(deploymen
         assert list(_states(deployment, "token_trigger_crowd", run).values()) == ["success"] * 50
         assert emu.counters.get("ok", 0) == 50, emu.counters  # one refresh per connection, at the vendor
         assert emu.counters.get("invalid_grant", 0) == 0, emu.counters
-        stored = _stored_refresh_tokens(deployment, [f"tokenrefresh_token__{c}" for c in ids])
+        stored = deployment.stored_refresh_tokens_of(ids)
         for conn_id, seed in seeds.items():
-            assert _family_alive(
-                emu, emu.family_of(seed.refresh_token), stored[f"tokenrefresh_token__{conn_id}"]
-            ), conn_id
+            assert _family_alive(emu, emu.family_of(seed.refresh_token), stored[conn_id]), conn_id
         print(f"50 Variable-store triggers fired; {withdrawn} claims withdrawn on the way")
