@@ -184,16 +184,16 @@ class CeleryStack(AirflowStack):
         """Start every component in its own session and wait until all are healthy."""
         for name in components or self.components:
             home = self.home_of(name)
-            log = open(home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
-            self.processes[name] = subprocess.Popen(
-                self.argv(name),
-                env=self.env(name),
-                cwd=home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # setsid: its process group is its own
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a kernel flag
-            )
+            with open(home / f"{name}.out", "wb") as log:  # the child keeps its own descriptor
+                self.processes[name] = subprocess.Popen(
+                    self.argv(name),
+                    env=self.env(name),
+                    cwd=home,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # setsid: its process group is its own
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a kernel flag
+                )
         self.wait_healthy(ready_timeout)
 
     def wait_healthy(self, timeout: float) -> None:

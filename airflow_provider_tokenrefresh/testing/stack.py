@@ -177,15 +177,15 @@ class AirflowStack:
                 args += ["--port", str(self.port), "--host", "127.0.0.1"]
             if name in ("scheduler", "triggerer"):
                 args.append("--skip-serve-logs")
-            log = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
-            self.processes[name] = subprocess.Popen(
-                args,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a kernel flag
-            )
+            with open(self.home / f"{name}.out", "wb") as log:  # the child keeps its own descriptor
+                self.processes[name] = subprocess.Popen(
+                    args,
+                    env=self.env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a kernel flag
+                )
         if "api-server" in components:
             self.wait_ready(ready_timeout)
 

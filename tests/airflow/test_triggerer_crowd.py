@@ -123,14 +123,15 @@ def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployme
         release = threading.Event()
         slow.inject("hold", release=release, at_least=SLOW_ANSWER, timeout=300)
         # A keeper process for the 49 (the real hook, outside any task), started now, refreshing on "go".
-        refresher = subprocess.Popen(
-            [sys.executable, "-c", REFRESHER, *fast_ids],
-            env=stack.env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=(stack.home / "refresher.err").open("w"),
-            text=True,
-        )
+        with (stack.home / "refresher.err").open("w") as errors:  # the child keeps its own descriptor
+            refresher = subprocess.Popen(
+                [sys.executable, "-c", REFRESHER, *fast_ids],
+                env=stack.env(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
         try:
             assert refresher.stdout is not None and refresher.stdin is not None
             assert _result_line(refresher) == "ready"
@@ -172,6 +173,9 @@ def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployme
             release.set()
             refresher.kill()
             refresher.wait(timeout=30)
+            for pipe in (refresher.stdin, refresher.stdout):
+                if pipe is not None:
+                    pipe.close()
 
         assert stack.wait_run("token_sensor_crowd", fast_run, timeout=180) == "success", stack.explain(
             "token_sensor_crowd", fast_run
