@@ -88,7 +88,19 @@ def _server_context() -> None:
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
 
 
-def classify(row: dict[str, Any], *, horizon: float, now: datetime | None = None) -> str:
+def row_horizon(row: dict[str, Any], horizon: float | None) -> float:
+    """The horizon a row is judged by: ``--horizon`` when given; by default a day, or a quarter of
+    the refresh token's lifetime when that is shorter (a one-hour refresh token, kept alive by the
+    keeper, is not "expiring" all the time), and the whole day for a re-authorization deadline."""
+    if horizon is not None:
+        return horizon
+    lifetime = row.get("refresh_lifetime")
+    if lifetime and not row.get("reauth_deadline"):
+        return min(DEFAULT_HORIZON, float(lifetime) / 4)
+    return DEFAULT_HORIZON
+
+
+def classify(row: dict[str, Any], *, horizon: float | None, now: datetime | None = None) -> str:
     """The ``check`` of one status row: ``ok``, ``expiring``, ``suspect``, ``reauth_required``,
     ``misconfigured`` or ``unknown`` (see :data:`CHECK_EXIT`).
 
@@ -115,7 +127,7 @@ def classify(row: dict[str, Any], *, horizon: float, now: datetime | None = None
         return "suspect"
     if state != "valid":
         return "unknown"
-    if left is not None and left < horizon:
+    if left is not None and left < row_horizon(row, horizon):
         return "expiring"
     return "ok"
 
@@ -234,14 +246,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _summary(rows: list[dict[str, Any]], code: int, horizon: float) -> str:
+def _summary(rows: list[dict[str, Any]], code: int, horizon: float | None) -> str:
     """One line for a check's log: the exit code and which connections made it."""
     words = {0: "OK", 1: "WARNING", 3: "UNKNOWN", 4: "CRITICAL"}
     groups: dict[str, list[str]] = {}
     for row in rows:
         groups.setdefault(row["check"], []).append(str(row["conn_id"]))
     detail = "; ".join(
-        f"{check}{f' (within {horizon:g}s)' if check == 'expiring' else ''}: {', '.join(ids)}"
+        f"{check}{f' (within {horizon:g}s)' if check == 'expiring' and horizon is not None else ''}: "
+        f"{', '.join(ids)}"
         for check, ids in sorted(groups.items(), key=lambda item: -CHECK_EXIT.get(item[0], EXIT_UNKNOWN))
     )
     return f"tokenrefresh status {words.get(code, code)} (exit {code}): {len(rows)} connection(s); {detail or 'none'}"
@@ -283,9 +296,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--horizon",
         type=_seconds,
-        default=DEFAULT_HORIZON,
+        default=None,
         metavar="SECONDS",
-        help=f"report refresh tokens expiring within this many seconds (exit 1; default {DEFAULT_HORIZON:g})",
+        help=(
+            "report refresh tokens expiring within this many seconds (exit 1; default "
+            f"{DEFAULT_HORIZON:g}, or a quarter of a shorter refresh-token lifetime)"
+        ),
     )
     p.set_defaults(func=cmd_status, failure_exit=EXIT_UNKNOWN)
 

@@ -301,6 +301,7 @@ class TokenRecord(BaseModel):
             "expires_in": None if self.expires_at is None else round(self.access_ttl(now), 1),
             "lifetime": self.access_lifetime(),
             "refresh_expires_at": _iso(self.refresh_expires_at),
+            "refresh_lifetime": self.refresh_lifetime(),
             "refresh_expires_in": None
             if self.refresh_expires_at is None or self.refresh_token is None
             else round(self.refresh_ttl(now), 1),

@@ -89,7 +89,7 @@ class LongRun:
 def _cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("airflow-tokenrefresh"))
     return subprocess.run(
-        [exe, *args], env=deployment.stack.env(), capture_output=True, text=True, check=False, timeout=120
+        [exe, *args], env=deployment.stack.env(), capture_output=True, text=True, check=False, timeout=360
     )
 
 
@@ -114,7 +114,7 @@ def _records(deployment: Deployment) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=360,
     )
     records: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return records
