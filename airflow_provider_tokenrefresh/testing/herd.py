@@ -69,7 +69,7 @@ def _worker(  # noqa: PLR0917 - the spawn target's arguments
         build_lock(spec),
         Seed(spec["seed_refresh"]),
         conn_id="herd",
-        lock_timeout=120,
+        lock_timeout=300,  # 32 processes on two loaded cores (xdist workers beside them): a slow round is not a failure
         clock=clock,
         **({"stale_after": spec["stale_after"]} if "stale_after" in spec else {}),
     )
