@@ -232,23 +232,9 @@ class CeleryStack(AirflowStack):
 
     # -- reading back ---------------------------------------------------------------------------------
 
-    def token(self) -> str:
-        """A bearer token for the api-server (its generated ``admin`` password, in its home)."""
-        if self._token is None:
-            import json
-
-            import httpx
-
-            path = self.home_of("api-server") / "simple_auth_manager_passwords.json.generated"
-            passwords = json.loads(path.read_text())
-            response = httpx.post(
-                f"{self.base_url}/auth/token",
-                json={"username": "admin", "password": passwords["admin"]},
-                timeout=10,
-            )
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        return self._token
+    def _passwords_file(self) -> Path:
+        """The api-server writes the generated passwords into its own home."""
+        return self.home_of("api-server") / "simple_auth_manager_passwords.json.generated"
 
     def task_logs_by_worker(self, dag_id: str, run_id: str) -> dict[str, int]:
         """How many task-attempt log files of a run each worker's home holds (who ran what)."""

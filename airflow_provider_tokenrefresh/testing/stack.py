@@ -223,12 +223,16 @@ class AirflowStack:
 
     # -- REST API -------------------------------------------------------------------------------------
 
+    def _passwords_file(self) -> Path:
+        """Where the api-server's SimpleAuthManager wrote the generated passwords."""
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
     def token(self) -> str:
         """A bearer token for the api-server (SimpleAuthManager user ``admin``)."""
         if self._token is None:
             import httpx
 
-            passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+            passwords = json.loads(self._passwords_file().read_text())
             response = httpx.post(
                 f"{self.base_url}/auth/token",
                 json={"username": "admin", "password": passwords["admin"]},
