@@ -137,7 +137,13 @@ def test_exit_0_when_every_connection_is_valid(deployment: Deployment, states: d
 def test_exit_1_when_a_refresh_token_expires_within_the_horizon(
     deployment: Deployment, states: dict[str, str]
 ) -> None:
-    result = _cli(deployment, "status", "--json", "st_ok", "st_expiring")
+    # st_expiring's refresh token has a 2-hour lifetime. By default the horizon is a quarter of
+    # that (30 min), so a token that was just rotated is fine...
+    default = _cli(deployment, "status", "--json", "st_ok", "st_expiring")
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert _rows(default)["st_expiring"]["check"] == "ok"
+    # ...and with a one-day horizon it is expiring.
+    result = _cli(deployment, "status", "--json", "--horizon", "86400", "st_ok", "st_expiring")
     assert result.returncode == 1, result.stderr[-2000:]
     rows = _rows(result)
     assert (rows["st_ok"]["check"], rows["st_expiring"]["check"]) == ("ok", "expiring")
@@ -166,7 +172,9 @@ def test_exit_3_when_a_store_or_connection_cannot_be_read_and_other_rows_still_s
 def test_exit_4_for_reauthorization_or_misconfiguration_over_everything_else(
     deployment: Deployment, states: dict[str, str]
 ) -> None:
-    result = _cli(deployment, "status", "--json", "st_reauth", "st_vault", "st_expiring", "st_ok")
+    result = _cli(
+        deployment, "status", "--json", "--horizon", "86400", "st_reauth", "st_vault", "st_expiring", "st_ok"
+    )
     assert result.returncode == 4, result.stderr[-2000:]
     checks = {conn_id: row["check"] for conn_id, row in _rows(result).items()}
     assert checks == {
