@@ -272,7 +272,7 @@ def long_run(deployment: Deployment) -> Iterator[LongRun]:
         stack.wait_for_dag(DAG_ID)
         run_started = time.monotonic()
         run_id = stack.trigger(DAG_ID, {"metadata_db": stack.env()["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]})
-        triggers = _wait_watching_triggers(deployment, run_id, timeout=240)
+        triggers = _wait_watching_triggers(deployment, run_id, timeout=480)
         states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(DAG_ID, run_id)}
         run_seconds = time.monotonic() - run_started
 
