@@ -43,7 +43,13 @@ def client_for(emulator: VendorEmulator, **settings: Any) -> RefreshClient:
     settings.setdefault("allow_insecure_http", emulator.base_url.startswith("http://"))
     settings.setdefault("backoff_base", 0.01)
     settings.setdefault("credentials", ClientCredentials(emulator.client_id, emulator.client_secret))
-    client = RefreshClient(PRESETS[emulator.name], ClientSettings(base_url=emulator.base_url, **settings))
+    return closed_after_test(
+        RefreshClient(PRESETS[emulator.name], ClientSettings(base_url=emulator.base_url, **settings))
+    )
+
+
+def closed_after_test(client: RefreshClient) -> RefreshClient:
+    """``client``, closed when the test ends (for clients a test builds itself)."""
     _CLIENTS.append(client)
     return client
 
@@ -109,6 +115,25 @@ _AIRFLOW_GROUPS = {
 }
 
 
+#: Rough seconds per scope in a loaded CI run (``--durations``), to start the longest first;
+#: any other scope counts a second per test.
+_SCOPE_COST = {
+    "airflow-a": 1500,
+    "airflow-b": 1000,
+    "tests/concurrency/test_herd.py": 500,
+    "tests/cluster/test_across_homes.py": 250,
+    "tests/celery/test_celery_herd.py": 240,
+    "tests/concurrency/test_herd_in_task.py": 160,
+    "tests/concurrency/test_chaos.py": 140,
+    "tests/concurrency/test_leases.py": 100,
+    "tests/airflow/test_health_page.py": 95,
+}
+
+
+def _scope_cost(scope: str, nodeids: Any) -> float:
+    return _SCOPE_COST.get(scope, float(len(nodeids)))
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist, schedule whole files (module fixtures stay whole), and the files sharing
     the Airflow deployment by their group. (pytest-xdist's own ``loadgroup`` marks do not take
@@ -116,11 +141,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFileAndDeployment(LoadScopeScheduling):  # type: ignore[misc]
+        _ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             name = path.rsplit("/", 1)[-1]
             if path.startswith("tests/airflow/") and name in _AIRFLOW_GROUPS:
                 return _AIRFLOW_GROUPS[name]
             return path
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # Longest first (xdist orders scopes by their number of tests, which put the 200-round
+            # chaos test last, alone on one worker, while the others sat idle).
+            if not self._ordered:
+                ordered = sorted(self.workqueue.items(), key=lambda item: -_scope_cost(*item))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._ordered = True
+            super()._assign_work_unit(node)
 
     return ByFileAndDeployment(config, log)

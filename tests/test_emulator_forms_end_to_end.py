@@ -25,7 +25,7 @@ from airflow_provider_tokenrefresh.errors import (
 )
 from airflow_provider_tokenrefresh.testing import ManualClock
 
-from .conftest import DIALECTS, EmulatorFactory
+from .conftest import DIALECTS, EmulatorFactory, closed_after_test
 
 if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.dialects.spec import DialectSpec
@@ -38,10 +38,12 @@ def _client(
 ) -> RefreshClient:
     """A RefreshClient of the emulator's dialect, on the emulator's clock (expiries are exact)."""
     settings.setdefault("credentials", ClientCredentials(emu.client_id, emu.client_secret))
-    return RefreshClient(
-        spec or PRESETS[emu.name],
-        ClientSettings(base_url=emu.base_url, allow_insecure_http=True, backoff_base=0.01, **settings),
-        clock=lambda: datetime.fromtimestamp(clock(), UTC),
+    return closed_after_test(
+        RefreshClient(
+            spec or PRESETS[emu.name],
+            ClientSettings(base_url=emu.base_url, allow_insecure_http=True, backoff_base=0.01, **settings),
+            clock=lambda: datetime.fromtimestamp(clock(), UTC),
+        )
     )
 
 

@@ -30,7 +30,7 @@ from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
 from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 
-from .conftest import EmulatorFactory
+from .conftest import EmulatorFactory, closed_after_test
 
 HTML = b"<html><body><h1>403 Forbidden</h1><p>Request blocked by gateway policy</p></body></html>"
 
@@ -106,14 +106,16 @@ def gateway_for(emulator_factory: EmulatorFactory) -> Iterator[Any]:
 
 def _keeper(emu: Any, gw: Gateway, tmp: Path, seed: Any) -> TokenKeeper:
     TokenKeeper.clear_cache()
-    client = RefreshClient(
-        PRESETS[emu.name],
-        ClientSettings(
-            base_url=gw.url,
-            credentials=ClientCredentials(emu.client_id, emu.client_secret),
-            allow_insecure_http=True,
-            backoff_base=0.01,
-        ),
+    client = closed_after_test(
+        RefreshClient(
+            PRESETS[emu.name],
+            ClientSettings(
+                base_url=gw.url,
+                credentials=ClientCredentials(emu.client_id, emu.client_secret),
+                allow_insecure_http=True,
+                backoff_base=0.01,
+            ),
+        )
     )
     keeper = TokenKeeper(
         "conn",

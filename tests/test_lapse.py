@@ -50,7 +50,7 @@ from airflow_provider_tokenrefresh.testing.state import IssuedTokens
 from airflow_provider_tokenrefresh.testing.vendors import OAuth2BasicEmulator
 from airflow_provider_tokenrefresh.tokens import TokenRecord, TokenSet, fingerprint
 
-from .conftest import _CLIENTS, EmulatorFactory
+from .conftest import EmulatorFactory, closed_after_test
 from .keeperhelp import make_keeper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +78,13 @@ def _keeper(
     """A new "process": a keeper with no cache, the client and the keeper on the manual clock."""
     TokenKeeper.clear_cache()
     credentials = ClientCredentials(emu.client_id, emu.client_secret)
-    client = RefreshClient(
-        PRESETS[emu.name],
-        ClientSettings(base_url=emu.base_url, credentials=credentials, allow_insecure_http=True),
-        clock=_now(clock),
+    client = closed_after_test(
+        RefreshClient(
+            PRESETS[emu.name],
+            ClientSettings(base_url=emu.base_url, credentials=credentials, allow_insecure_http=True),
+            clock=_now(clock),
+        )
     )
-    _CLIENTS.append(client)
     return TokenKeeper(
         "conn",
         client,

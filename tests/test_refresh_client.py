@@ -21,7 +21,7 @@ from airflow_provider_tokenrefresh.errors import (
     TransientRefreshError,
 )
 
-from .conftest import DIALECTS, EmulatorFactory, client_for
+from .conftest import DIALECTS, EmulatorFactory, client_for, closed_after_test
 
 if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.testing import VendorEmulator
@@ -79,16 +79,18 @@ def _closed_port() -> int:
 
 def test_connection_refused_is_retried_with_backoff_then_transient() -> None:
     sleeps: list[float] = []
-    client = RefreshClient(
-        PRESETS["oauth2_basic"],
-        ClientSettings(
-            base_url=f"http://127.0.0.1:{_closed_port()}",
-            credentials=ClientCredentials("id", "secret-value"),
-            allow_insecure_http=True,
-            max_attempts=3,
-            backoff_base=0.01,
-        ),
-        sleep=sleeps.append,
+    client = closed_after_test(
+        RefreshClient(
+            PRESETS["oauth2_basic"],
+            ClientSettings(
+                base_url=f"http://127.0.0.1:{_closed_port()}",
+                credentials=ClientCredentials("id", "secret-value"),
+                allow_insecure_http=True,
+                max_attempts=3,
+                backoff_base=0.01,
+            ),
+            sleep=sleeps.append,
+        )
     )
     with pytest.raises(TransientRefreshError, match="not sent"):
         client.refresh("refresh-value-1")
@@ -110,7 +112,7 @@ def _recording_client(emu: VendorEmulator, **settings: Any) -> tuple[RefreshClie
         ),
         sleep=sleeps.append,
     )
-    return client, sleeps
+    return closed_after_test(client), sleeps
 
 
 @pytest.mark.parametrize("fault", ["http_503", "http_429"])
@@ -261,13 +263,15 @@ def test_http_200_with_an_error_body_is_a_failure(
 def test_wrong_client_secret_is_a_configuration_error(name: str, emulator_factory: EmulatorFactory) -> None:
     emu = emulator_factory(name)
     seed = emu.issue_tokens()
-    client = RefreshClient(
-        PRESETS[name],
-        ClientSettings(
-            base_url=emu.base_url,
-            credentials=ClientCredentials(emu.client_id, "wrong-secret-xyz"),
-            allow_insecure_http=True,
-        ),
+    client = closed_after_test(
+        RefreshClient(
+            PRESETS[name],
+            ClientSettings(
+                base_url=emu.base_url,
+                credentials=ClientCredentials(emu.client_id, "wrong-secret-xyz"),
+                allow_insecure_http=True,
+            ),
+        )
     )
     with pytest.raises(ConfigurationError):
         client.refresh(seed.refresh_token)

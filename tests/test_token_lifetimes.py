@@ -23,7 +23,7 @@ from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 from airflow_provider_tokenrefresh.testing import ManualClock
 
-from .conftest import EmulatorFactory
+from .conftest import EmulatorFactory, closed_after_test
 
 PROCESSES = 3
 STEPS_PER_LIFE = 20
@@ -42,12 +42,14 @@ def test_one_refresh_per_lifetime_minus_the_effective_margin(
         return datetime.fromtimestamp(clock(), UTC)
 
     def keeper() -> TokenKeeper:
-        client = RefreshClient(
-            PRESETS["bearer_json"],
-            ClientSettings(
-                base_url=emu.base_url, credentials=ClientCredentials(None, None), allow_insecure_http=True
-            ),
-            clock=now,
+        client = closed_after_test(
+            RefreshClient(
+                PRESETS["bearer_json"],
+                ClientSettings(
+                    base_url=emu.base_url, credentials=ClientCredentials(None, None), allow_insecure_http=True
+                ),
+                clock=now,
+            )
         )
         return TokenKeeper(
             "conn",

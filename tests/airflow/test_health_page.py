@@ -182,7 +182,8 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         )
         stack.start(components=("api-server",))
         timings["api-server"] = time.monotonic() - t0
-        assert teams.wait(timeout=180) == 0, teams.communicate()[1][-3000:]
+        teams_err = teams.communicate(timeout=180)[1]  # closes the pipe
+        assert teams.returncode == 0, teams_err[-3000:]
         seed("hp_valid", "tokenrefresh_oauth2_basic", basic)
         seed("hp_expiring", "tokenrefresh_oauth2_post", post, extra={"refresh_token_ttl": 2 * 86400})
         revoked = seed("hp_reauth", "tokenrefresh_query_basic", query)

@@ -1,4 +1,5 @@
-"""Herd: 32 spawned processes x 10 expiry rounds against a rotating, reuse-detecting vendor.
+"""Herd: 16 spawned processes x 6 expiry rounds (``HERD_PROCESSES``/``HERD_ROUNDS`` for more; the
+herd benchmark runs 64) against a rotating, reuse-detecting vendor.
 
 Exactly one refresh request per round, zero invalid_grant, every process gets a token valid for at
 least min_ttl — for each lock backend with its natural store.
@@ -6,6 +7,7 @@ least min_ttl — for each lock backend with its natural store.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import pytest
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
 from airflow_provider_tokenrefresh.testing.herd import run_herd
 
-PROCESSES = 32
-ROUNDS = 10
+# Sized for `make test` on 2 cores beside other suites; the invariants do not depend on the size.
+PROCESSES = int(os.environ.get("HERD_PROCESSES", "16"))
+ROUNDS = int(os.environ.get("HERD_ROUNDS", "6"))
 
 
 def _check(result: Any) -> None:

@@ -50,6 +50,11 @@ class LockSpec:
         return replace(self, options={**self.options, **options})
 
     def build(self) -> RefreshLock:
+        lock = self._build()
+        _BUILT.append(lock)
+        return lock
+
+    def _build(self) -> RefreshLock:
         if self.kind == "file":
             from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
 
@@ -63,6 +68,19 @@ class LockSpec:
 
             return PostgresRefreshLock(self.target, **self.options)
         raise AssertionError(self.kind)
+
+
+#: Locks built in this process, closed after each test (a Redis lock owns its client's sockets).
+_BUILT: list[RefreshLock] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_built_locks() -> Iterator[None]:
+    yield
+    while _BUILT:
+        close = getattr(_BUILT.pop(), "close", None)
+        if close is not None:
+            close()
 
 
 # -- what the spawned processes run ------------------------------------------------------------------

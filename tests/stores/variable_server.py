@@ -180,14 +180,15 @@ class VariableStoreServer:
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
-        self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve())],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=open(self.home / "variable-server.err", "w"),  # noqa: SIM115 - lives with the child
-            text=True,
-        )
+        with open(self.home / "variable-server.err", "w") as err:  # the child keeps its own copy
+            self._process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve())],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         assert self._process.stdout is not None
         line = self._process.stdout.readline()
         if not line.strip().isdigit():
@@ -226,6 +227,8 @@ class VariableStoreServer:
         except subprocess.TimeoutExpired:
             process.kill()  # only the child this server started, by its handle
             process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 __all__ = ["RemoteTraceback", "VariableStoreProxy", "VariableStoreServer"]

@@ -5,18 +5,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from . import run_chaos
+from . import ChaosReport, run_chaos
+from .runner import ChaosStopped
 from .table import markdown_table
 
 
-def _progress(report: object, seconds: float) -> None:
-    rounds = getattr(report, "rounds", 0)
-    violations = len(getattr(report, "violations", []))
-    print(f"chaos: {rounds} rounds, {violations} violations, {seconds:.0f}s", file=sys.stderr, flush=True)
+def _write(report: ChaosReport, json_path: str | None, table_path: str | None) -> tuple[str, str]:
+    text = json.dumps(report.as_dict(), indent=2)
+    table = markdown_table(report)
+    if json_path:
+        Path(json_path).write_text(text)
+    if table_path:
+        Path(table_path).write_text(table)
+    return text, table
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM/SIGINT in the runner stop the run cleanly (servers stopped by PID, partial report
+    written). The forked children inherit the handler: there it restores the default and
+    re-raises the signal, unless the child installed its own (the signal rounds do)."""
+    runner = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> Any:
+        if os.getpid() != runner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise ChaosStopped(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main() -> int:
@@ -33,21 +59,27 @@ def main() -> int:
     logging.basicConfig(
         level=logging.CRITICAL
     )  # the report is the output; the keepers' warnings are expected
+
+    def progress(report: ChaosReport, seconds: float) -> None:
+        # Every 250 rounds: a line, and the report so far (``"complete": false``) on disk.
+        _write(report, args.json, args.table)
+        print(
+            f"chaos: {report.rounds} rounds, {len(report.violations)} violations, {seconds:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    _stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="tokenrefresh-chaos-") as tmp:
         only = set(args.only.split(",")) if args.only else None
         stores = set(args.stores.split(",")) if args.stores else None
-        report = run_chaos(
-            args.rounds, Path(tmp), seed=args.seed, only=only, stores=stores, progress=_progress
-        )
-    data = report.as_dict()
-    text = json.dumps(data, indent=2)
-    table = markdown_table(report)
+        report = run_chaos(args.rounds, Path(tmp), seed=args.seed, only=only, stores=stores, progress=progress)
+    text, table = _write(report, args.json, args.table)
     print(text)
     print(table)
-    if args.json:
-        Path(args.json).write_text(text)
-    if args.table:
-        Path(args.table).write_text(table)
+    if report.stopped:
+        print(f"chaos: {report.stopped} after {report.rounds} judged rounds", file=sys.stderr)
+        return 3
     return 1 if report.violations else 0
 
 

@@ -55,6 +55,10 @@ class ChaosReport:
     fault_seconds: collections.Counter[str] = field(default_factory=collections.Counter)
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Rounds asked for; ``rounds < requested`` in a report written part-way or after a stop.
+    requested: int = 0
+    #: Why the run stopped before ``requested`` rounds (a signal), else None.
+    stopped: str | None = None
 
     @property
     def by_fault(self) -> collections.Counter[str]:
@@ -66,6 +70,9 @@ class ChaosReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rounds": self.rounds,
+            "requested": self.requested,
+            "complete": self.rounds >= self.requested and self.stopped is None,
+            "stopped": self.stopped,
             "seconds": round(self.seconds, 1),
             "rounds_per_second": round(self.rounds / self.seconds, 2) if self.seconds else None,
             "violations": self.violations,
@@ -329,7 +336,7 @@ def run_chaos(
 
     warm_up()
     started = time.monotonic()
-    report = ChaosReport()
+    report = ChaosReport(requested=rounds)
     variable = stores is None or "variable" in stores
     with (
         chaos_servers(workdir=workdir, variable=variable) as servers,
@@ -340,10 +347,20 @@ def run_chaos(
         schedule = run.schedule(rounds) if only is None else [
             p for p in run.schedule(rounds * 50) if p[0].name in only
         ][:rounds]  # fmt: skip
-        for n, (fault, store, lock) in enumerate(schedule):
-            report.rounds += 1
-            play(run, n, fault, store, lock)
-            if progress is not None and report.rounds % 250 == 0:
-                progress(report, time.monotonic() - started)
+        try:
+            for n, (fault, store, lock) in enumerate(schedule):
+                play(run, n, fault, store, lock)
+                report.rounds += 1  # counted once judged: a round cut short by a stop is not
+                if progress is not None and report.rounds % 250 == 0:
+                    report.seconds = time.monotonic() - started
+                    progress(report, report.seconds)
+        except ChaosStopped as stop:
+            # The servers and the emulator are stopped by the ``with`` on the way out; the caller
+            # writes what was judged so far.
+            report.stopped = str(stop)
     report.seconds = time.monotonic() - started
     return report
+
+
+class ChaosStopped(BaseException):
+    """Raised in the runner by SIGTERM/SIGINT (see ``__main__``): stop after cleaning up."""
