@@ -20,6 +20,7 @@ help:
 	@echo "make lint    - ruff + mypy --strict on the package"
 	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
 	@echo "make chaos   - the full chaos run (ROUNDS=10000: about 1.5-2 h on 2 cores with the Variable store; ROUNDS=N for fewer), judged at the vendor; .artifacts/chaos.json + chaos.md"
+	@echo "make dist    - wheel and sdist in dist/ (uv build), checked by twine"
 	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
 	@echo "make cluster-demo - a real CeleryExecutor deployment: 64 tasks + 8 sensors at expiry, 3 windows, 4 lock settings; table + benchmarks/results/celery.json"
 
@@ -67,10 +68,16 @@ chaos: venv
 cluster-demo: venv system-deps
 	$(PY) -m tests.celery.demo --windows $${WINDOWS:-3} --json benchmarks/results/celery.json
 
+.PHONY: dist
+dist: venv
+	rm -rf dist
+	$(UV) build --out-dir dist
+	$(PY) -m twine check --strict dist/*
+
 .PHONY: emulate
 emulate: venv
 	$(VENV)/bin/airflow-tokenrefresh emulate
 
 .PHONY: clean
 clean:
-	rm -rf .venv .tools .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools .demo .pytest_cache .mypy_cache .ruff_cache dist

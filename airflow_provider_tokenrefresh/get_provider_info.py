@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_tokenrefresh import __version__
+
 PACKAGE = "airflow-provider-tokenrefresh"
-VERSION = "0.2.0"
+VERSION = __version__
 _HOOKS = "airflow_provider_tokenrefresh.hooks.tokenrefresh"
 
 _STR = {"type": ["string", "null"]}
