@@ -1,8 +1,9 @@
 """The ``airflow-tokenrefresh`` command line.
 
 ``dialects`` lists the built-in dialects; ``emulate`` starts the emulated vendor endpoints on
-127.0.0.1; ``status`` and ``refresh`` work on Airflow connections through the same store and lock
-as tasks. No subcommand ever prints a secret.
+127.0.0.1 and prints an ``airflow connections add`` line per dialect (the emulator's throwaway demo
+credentials and a fresh seed); ``status`` and ``refresh`` work on Airflow connections through the
+same store and lock as tasks. No subcommand ever prints a real connection's secret.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def cmd_dialects(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     """Start emulated vendor endpoints and print how to point connections at them."""
     from airflow_provider_tokenrefresh.testing import EMULATORS, serve
+    from airflow_provider_tokenrefresh.testing.connections import connections_add_command
 
     names = args.dialect or sorted(EMULATORS)
     emulators = serve(
@@ -44,6 +46,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        lines = []
         for name, emulator in zip(names, emulators, strict=True):
             seed = emulator.issue_tokens()
             info = {
@@ -54,6 +57,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                 "client_id": emulator.client_id,
             }
             print(json.dumps(info))
+            # The emulator's throwaway demo credentials and a fresh seed, ready to paste.
+            lines.append(connections_add_command(f"demo_{name}", emulator, seed.refresh_token, seed.access_token))
             if args.show_seed_tokens:
                 # Explicitly requested, for trying things out with throwaway emulator tokens only.
                 print(
@@ -65,6 +70,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                         }
                     )
                 )
+        if not args.no_connection_lines:
+            print("\n# Demo connections (emulator credentials and seeds, for trying things out only):")
+            for line in lines:
+                print(line)
         sys.stdout.flush()
         print("emulators running; Ctrl-C to stop", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):
@@ -96,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-seed-tokens",
         action="store_true",
         help="print a fresh emulator token pair per dialect (throwaway test tokens)",
+    )
+    p.add_argument(
+        "--no-connection-lines",
+        action="store_true",
+        help="do not print the ready-to-paste `airflow connections add` lines (demo credentials and seeds)",
     )
     p.set_defaults(func=cmd_emulate)
 

@@ -77,7 +77,8 @@ def core_phase(emulators: dict[str, object]) -> bool:
 
 
 def airflow_phase(emulators: dict[str, object], home: Path) -> bool:
-    from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+    from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
     if home.exists():
         shutil.rmtree(home)

@@ -128,6 +128,7 @@ _SCOPE_COST = {
     "tests/concurrency/test_leases.py": 100,
     "tests/airflow/test_health_page.py": 95,
     "tests/test_release.py": 60,
+    "tests/test_emulate_newcomer.py": 90,
 }
 
 

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
 if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.testing.celery_stack import CeleryStack

@@ -340,22 +340,3 @@ class AirflowStack:
         ]
         parts += [self.output(name) for name in self.processes or COMPONENTS]
         return "\n".join(parts)
-
-
-def emulator_connection(
-    emulator: Any, refresh_token: str, access_token: str | None, **extra: Any
-) -> dict[str, Any]:
-    """Connection fields (for :meth:`AirflowStack.put_connection`) pointing at a started emulator."""
-    fields: dict[str, Any] = {
-        "host": emulator.base_url,
-        "extra": {
-            "refresh_token": refresh_token,
-            "allow_insecure_http": emulator.base_url.startswith("http://"),
-            **({"access_token": access_token} if access_token else {}),
-            **extra,
-        },
-    }
-    if emulator.name != "bearer_json":
-        fields["login"] = emulator.client_id
-        fields["password"] = emulator.client_secret
-    return fields

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import VendorEmulator, serve
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 from tests.statsd_receiver import StatsdReceiver
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from airflow_provider_tokenrefresh.testing import IsalesBearerEmulator
-from airflow_provider_tokenrefresh.testing.stack import COMPONENTS, emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import COMPONENTS
 
 from .leakscan import Canaries
 

@@ -35,7 +35,7 @@ def test_sensor_fails_fast_with_the_fix_when_reauthorization_is_needed(deploymen
     emu = deployment.emulators["oauth2_post"]
     seed = emu.issue_tokens()
     emu.revoke_family(emu.family_of(seed.refresh_token) or "", "user removed the app")
-    from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+    from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
     stack.put_connection(
         "revoked_conn", "tokenrefresh_oauth2_post", **emulator_connection(emu, seed.refresh_token, None)
@@ -79,7 +79,7 @@ def test_secrets_backend_shadowing_the_record_is_detected_after_the_write(
 ) -> None:
     emu = deployment.emulators["appid_json"]
     seed = emu.issue_tokens()
-    from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+    from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
     deployment.stack.put_connection(
         "shadowed_conn", "tokenrefresh_appid_json", **emulator_connection(emu, seed.refresh_token, None)

@@ -30,7 +30,8 @@ from airflow_provider_tokenrefresh.testing import (
     OAuth2BasicEmulator,
     OAuth2PostEmulator,
 )
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
 from .conftest import ROOT
 from .leakscan import Canaries

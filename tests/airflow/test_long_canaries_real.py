@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
-from airflow_provider_tokenrefresh.testing.stack import COMPONENTS, emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import COMPONENTS
 from airflow_provider_tokenrefresh.testing.vendors import LONG_TOKEN_ALPHABET
 
 from .leakscan import Canaries, Leak

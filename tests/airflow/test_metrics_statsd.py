@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 from tests.statsd_receiver import Datagram
 
 from .conftest import Deployment

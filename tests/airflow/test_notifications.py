@@ -17,7 +17,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from airflow_provider_tokenrefresh.testing import IsalesBearerEmulator, OAuth2PostEmulator
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection, free_port
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import free_port
 
 from .conftest import Deployment
 

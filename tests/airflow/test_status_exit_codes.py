@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator, OAuth2PostEmulator
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
 from .conftest import Deployment
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
 if TYPE_CHECKING:
     from tests.airflow.conftest import Deployment

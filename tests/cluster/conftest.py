@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_tokenrefresh.testing.stack import emulator_connection
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 
 PACKAGE = "airflow_provider_tokenrefresh"
 CLI_TIMEOUT = 90.0

@@ -28,8 +28,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
 from airflow_provider_tokenrefresh.testing.herd import run_task_herd, stored_tokens
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack, emulator_connection
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
