@@ -16,6 +16,7 @@ PYTEST_WORKERS ?= 3
 .PHONY: help
 help:
 	@echo "make demo    - run the main job on embedded defaults and print what happened"
+	@echo "make up      - the demo deployment on 127.0.0.1 (UI, demo connections and DAGs) until Ctrl-C"
 	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
 	@echo "make lint    - ruff + mypy --strict on the package"
 	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
@@ -54,6 +55,10 @@ lint: venv
 .PHONY: demo
 demo: venv
 	$(PY) scripts/demo.py
+
+.PHONY: up
+up: venv
+	$(PY) scripts/demo.py --up
 
 .PHONY: bench
 bench: venv

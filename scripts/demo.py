@@ -8,6 +8,9 @@
    token), and prints per dialect what happened. Stops everything it started, by PID.
 
 No token is ever printed.
+
+`make up` (``--up``): the same Airflow part, then everything stays up on 127.0.0.1 — the UI with
+the demo connections, DAGs and runs — until Ctrl-C; it prints the URL and the demo login.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,7 +81,7 @@ def core_phase(emulators: dict[str, object]) -> bool:
     return all(r["result"] == "OK" for r in rows)
 
 
-def airflow_phase(emulators: dict[str, object], home: Path) -> bool:
+def airflow_phase(emulators: dict[str, object], home: Path, *, up: bool = False) -> bool:
     from airflow_provider_tokenrefresh.testing.connections import emulator_connection
     from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
@@ -147,13 +152,29 @@ def airflow_phase(emulators: dict[str, object], home: Path) -> bool:
                 ],
             )
         )
-        return (consumer_state == keeper_state == "success") and all(
+        ok = (consumer_state == keeper_state == "success") and all(
             r["stored_token_live"] == "yes" and r["api_call"] == "success" and r["invalid_grant"] == 0
             for r in rows
         )
+        if up:
+            stay_up(stack, emulators)
+        return ok
     finally:
         stack.stop()
         print(f"stopped every Airflow component ({time.monotonic() - t0:.0f}s total)")
+
+
+def stay_up(stack: object, emulators: dict[str, object]) -> None:
+    """Leave the deployment and the emulators running until Ctrl-C (or SIGTERM)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    passwords = json.loads(stack._passwords_file().read_text())  # type: ignore[attr-defined]
+    print(f"\nUI: {stack.base_url}  login: admin / {passwords['admin']}  (demo deployment, 127.0.0.1 only)")  # type: ignore[attr-defined]
+    print(f"AIRFLOW_HOME={stack.home}")  # type: ignore[attr-defined]
+    print("connections: " + ", ".join(f"vendor_{name}" for name in emulators))
+    print("UP: Ctrl-C stops every component and emulator", flush=True)
+    stop.wait()
 
 
 def stack_cli(stack: object, *args: str) -> str:
@@ -194,6 +215,9 @@ def read_records(stack: object, conn_ids: list[str]) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--core-only", action="store_true", help="skip the Airflow part")
+    parser.add_argument(
+        "--up", action="store_true", help="skip the core part; leave Airflow and the emulators up until Ctrl-C"
+    )
     parser.add_argument("--home", default=str(ROOT / ".demo" / "airflow"), help="AIRFLOW_HOME for the demo")
     args = parser.parse_args()
     os.environ.pop("AIRFLOW_HOME", None)
@@ -202,9 +226,9 @@ def main() -> int:
     started = serve(DIALECTS)
     emulators = dict(zip(DIALECTS, started, strict=True))
     try:
-        ok = core_phase(emulators)
+        ok = True if args.up else core_phase(emulators)
         if not args.core_only:
-            ok = airflow_phase(emulators, Path(args.home)) and ok
+            ok = airflow_phase(emulators, Path(args.home), up=args.up) and ok
     finally:
         for emu in started:
             emu.stop()
