@@ -8,15 +8,26 @@ thread. :class:`RequestsTokenAuth` does the same for ``requests`` (the HTTP prov
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator
 
-    from airflow_provider_tokenrefresh.keeper import TokenKeeper
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+
+class KeeperLike(Protocol):
+    """What the auth classes need of a keeper (:class:`~airflow_provider_tokenrefresh.keeper.TokenKeeper`
+    has it; so does the HTTP provider's per-call adapter)."""
+
+    def get_valid_token(self, min_ttl: float = ...) -> TokenRecord: ...
+
+    def refresh(
+        self, *, force: bool = ..., min_ttl: float = ..., unless_newer_than: int | None = ...
+    ) -> RefreshOutcome: ...
 
 
 class _BearerFromKeeper:
@@ -30,7 +41,7 @@ class _BearerFromKeeper:
 
     def __init__(
         self,
-        keeper: TokenKeeper,
+        keeper: KeeperLike,
         *,
         min_ttl: float = 60.0,
         header: str = "Authorization",
