@@ -1,0 +1,74 @@
+"""The HTTP provider on real components (scheduler, LocalExecutor workers, api-server): a DAG with
+``TokenRefreshHttpSensor``, ``HttpOperator(auth_type=tokenrefresh_auth(...))`` and ``HttpHook`` in a
+task, against an emulator's protected API. Judged at the vendor: one refresh for the first run; in
+the second, the access token has died early at the vendor, so the first request meets a 401, which
+refreshes once and resends once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokenrefresh.testing import ManualClock, OAuth2BasicEmulator
+from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+
+from .conftest import Deployment
+
+pytestmark = pytest.mark.airflow
+
+DAG_ID = "http_provider_tokens"
+
+
+def _xcom(deployment: Deployment, run_id: str, task_id: str) -> Any:
+    with deployment.stack.api() as api:
+        response = api.get(
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": True},
+        )
+    response.raise_for_status()
+    return response.json()["value"]
+
+
+def test_http_operator_sensor_and_hook_use_the_token_and_recover_from_a_401(deployment: Deployment) -> None:
+    stack = deployment.stack
+    clock = ManualClock(time.time())
+    with OAuth2BasicEmulator(clock=clock, rotation=True, reuse_detection=True) as emu:
+        seed = emu.issue_tokens()
+        stack.put_connection(
+            "http_tokens", "tokenrefresh_oauth2_basic", **emulator_connection(emu, seed.refresh_token, None)
+        )
+        stack.put_connection("http_vendor", "http", host=emu.base_url)
+        stack.wait_for_dag(DAG_ID)
+
+        first = stack.trigger(DAG_ID)
+        assert stack.wait_run(DAG_ID, first, timeout=300) == "success", stack.explain(DAG_ID, first)
+        assert _xcom(deployment, first, "call_api") == 200
+        assert _xcom(deployment, first, "with_hook") == [200]
+        assert (emu.counters.get("ok"), emu.counters.get("sample:ok")) == (1, 3), emu.counters
+
+        # The access token dies at the vendor while the stored record says it has an hour left.
+        clock.advance(emu.access_ttl + 1)
+        second = stack.trigger(DAG_ID)
+        assert stack.wait_run(DAG_ID, second, timeout=300) == "success", stack.explain(DAG_ID, second)
+        assert _xcom(deployment, second, "call_api") == 200
+        assert _xcom(deployment, second, "with_hook") == [200]
+        counters = emu.counters
+        # The sensor's request met the 401 and refreshed once; the operator and the hook used the new token.
+        assert counters.get("ok") == 2, counters
+        assert counters.get("invalid_grant", 0) == 0
+        assert counters.get("sample:ok") == 6, counters
+        assert counters.get("sample:unauthorized") == 1, counters
+        # The record holds the chain's live refresh token.
+        stored = deployment.stored_refresh_token_of("http_tokens")
+        assert stored is not None and emu.is_refresh_token_valid(stored)
+
+        issued = {seed.refresh_token, seed.access_token, emu.client_secret}
+        for answer in emu.answers:
+            body = answer.json()
+            issued |= {body["access_token"], body["refresh_token"]}
+        logs = stack.run_logs(DAG_ID, first) + stack.run_logs(DAG_ID, second)
+        assert "Poking: /api/v1/sample" in logs  # the logs are the sensor's and hold its requests
+        for value in issued:
+            assert value not in logs
