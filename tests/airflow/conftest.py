@@ -40,6 +40,16 @@ class Deployment:
     def conn_id(self, dialect: str) -> str:
         return f"vendor_{dialect}"
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """A task's ``return_value`` XCom, deserialized, from the REST API."""
+        with self.stack.api() as api:
+            response = api.get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                params={"deserialize": True},
+            )
+        response.raise_for_status()
+        return response.json()["value"]
+
     def seed_connection(self, dialect: str, **extra: Any) -> Any:
         emu = self.emulators[dialect]
         seed = emu.issue_tokens()

@@ -86,16 +86,6 @@ class CustomRun:
     seconds: float
 
 
-def _xcom(deployment: Deployment, run_id: str, task_id: str) -> Any:
-    with deployment.stack.api() as api:
-        response = api.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-            params={"deserialize": True},
-        )
-    response.raise_for_status()
-    return response.json()["value"]
-
-
 def _record(deployment: Deployment) -> dict[str, Any]:
     """The stored record (read in a child process): status, and the tokens for checks at the vendor."""
     code = (
@@ -168,7 +158,7 @@ def test_the_custom_connection_refreshes_in_the_triggerer_and_through_the_operat
         assert request.headers["authentication"].startswith("Bearer ")
         assert set(json.loads(request.body)) == {"refreshToken"}
     # The sensor's result is the trigger's event ("checks" exists only there) ...
-    event = _xcom(deployment, run_id, "wait")
+    event = deployment.xcom(DAG_ID, run_id, "wait")
     assert event["status"] == "success" and event["checks"] >= 1 and event["generation"] == 1
     trigger_logs = list(
         (deployment.stack.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=wait").glob(
@@ -179,10 +169,10 @@ def test_the_custom_connection_refreshes_in_the_triggerer_and_through_the_operat
     trigger_log = "\n".join(p.read_text() for p in trigger_logs)
     assert f"Token refreshed for {CONN_ID}: generation 1" in trigger_log
     # ... the operator's names the custom dialect ...
-    kept = _xcom(deployment, run_id, "keep")[CONN_ID]
+    kept = deployment.xcom(DAG_ID, run_id, "keep")[CONN_ID]
     assert kept["dialect"] == "isales_as_data" and kept["refreshed"] is True and kept["generation"] == 2
     # ... and the vendor took the hook's token.
-    called = _xcom(deployment, run_id, "call")
+    called = deployment.xcom(DAG_ID, run_id, "call")
     assert called == {"status": 200, "dialect": "isales_as_data", "generation": 2}
 
 

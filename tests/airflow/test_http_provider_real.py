@@ -7,7 +7,6 @@ refreshes once and resends once."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -19,16 +18,6 @@ from .conftest import Deployment
 pytestmark = pytest.mark.airflow
 
 DAG_ID = "http_provider_tokens"
-
-
-def _xcom(deployment: Deployment, run_id: str, task_id: str) -> Any:
-    with deployment.stack.api() as api:
-        response = api.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-            params={"deserialize": True},
-        )
-    response.raise_for_status()
-    return response.json()["value"]
 
 
 def test_http_operator_sensor_and_hook_use_the_token_and_recover_from_a_401(deployment: Deployment) -> None:
@@ -44,16 +33,16 @@ def test_http_operator_sensor_and_hook_use_the_token_and_recover_from_a_401(depl
 
         first = stack.trigger(DAG_ID)
         assert stack.wait_run(DAG_ID, first, timeout=300) == "success", stack.explain(DAG_ID, first)
-        assert _xcom(deployment, first, "call_api") == 200
-        assert _xcom(deployment, first, "with_hook") == [200]
+        assert deployment.xcom(DAG_ID, first, "call_api") == 200
+        assert deployment.xcom(DAG_ID, first, "with_hook") == [200]
         assert (emu.counters.get("ok"), emu.counters.get("sample:ok")) == (1, 3), emu.counters
 
         # The access token dies at the vendor while the stored record says it has an hour left.
         clock.advance(emu.access_ttl + 1)
         second = stack.trigger(DAG_ID)
         assert stack.wait_run(DAG_ID, second, timeout=300) == "success", stack.explain(DAG_ID, second)
-        assert _xcom(deployment, second, "call_api") == 200
-        assert _xcom(deployment, second, "with_hook") == [200]
+        assert deployment.xcom(DAG_ID, second, "call_api") == 200
+        assert deployment.xcom(DAG_ID, second, "with_hook") == [200]
         counters = emu.counters
         # The sensor's request met the 401 and refreshed once; the operator and the hook used the new token.
         assert counters.get("ok") == 2, counters

@@ -3,8 +3,6 @@ real UDP receiver on 127.0.0.1 in this process (the session deployment sends the
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
@@ -17,16 +15,6 @@ pytestmark = pytest.mark.airflow
 
 DAG_ID = "tokenrefresh_metrics"
 P = "airflow.tokenrefresh."
-
-
-def _xcom(deployment: Deployment, run_id: str, task_id: str) -> Any:
-    with deployment.stack.api() as api:
-        response = api.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-            params={"deserialize": True},
-        )
-    response.raise_for_status()
-    return response.json()["value"]
 
 
 def _of(datagrams: list[Datagram], conn_id: str, name: str, **tags: str) -> list[Datagram]:
@@ -72,8 +60,8 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
     finally:
         emu.stop()
         flaky.stop()
-    assert _xcom(deployment, run_id, "use_ok")["generation"] == 1
-    assert _xcom(deployment, run_id, "use_revoked")["kind"] == "reauth_required"
+    assert deployment.xcom(DAG_ID, run_id, "use_ok")["generation"] == 1
+    assert deployment.xcom(DAG_ID, run_id, "use_revoked")["kind"] == "reauth_required"
     deferred_ti = next(
         ti for ti in stack.task_instances(DAG_ID, run_id) if ti["task_id"] == "wait_in_triggerer"
     )
