@@ -60,6 +60,9 @@ def _stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):  # a run never finished leaves them open
+        if pipe is not None:
+            pipe.close()
 
 
 @dataclass
@@ -226,7 +229,8 @@ class RecordReader:
             bufsize=1,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, daemon=True)
+        self._pumping.start()
         ready = self._answer(timeout=90)
         self.startup_seconds = time.monotonic() - t0
         self.package_file: str = ready["package"]
@@ -265,6 +269,12 @@ class RecordReader:
                 self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self._pumping.join(timeout=10)  # at EOF once the child is gone; then its pipe can be closed
         _stop(self.proc)
         self.log.close()
 
