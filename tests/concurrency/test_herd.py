@@ -1,4 +1,4 @@
-"""Herd: 16 spawned processes x 6 expiry rounds (``HERD_PROCESSES``/``HERD_ROUNDS`` for more; the
+"""Herd: 16 spawned processes x 4 expiry rounds (``HERD_PROCESSES``/``HERD_ROUNDS`` for more; the
 herd benchmark runs 64) against a rotating, reuse-detecting vendor.
 
 Exactly one refresh request per round, zero invalid_grant, every process gets a token valid for at
@@ -18,7 +18,7 @@ from airflow_provider_tokenrefresh.testing.herd import run_herd
 
 # Sized for `make test` on 2 cores beside other suites; the invariants do not depend on the size.
 PROCESSES = int(os.environ.get("HERD_PROCESSES", "16"))
-ROUNDS = int(os.environ.get("HERD_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("HERD_ROUNDS", "4"))
 
 
 def _check(result: Any) -> None:
