@@ -30,8 +30,8 @@ def _quoted_in_bullets(body: str) -> list[str]:
     items = re.split(r"^\* ", body, flags=re.M)[1:]
     phrases: list[str] = []
     for item in items:
-        item = item.split("\n\n", 1)[0]  # the bullet list ends at a blank line
-        phrases += [" ".join(p.split()) for p in re.findall(r'"([^"]+)"', item)]
+        bullet = item.split("\n\n", 1)[0]  # the bullet list ends at a blank line
+        phrases += [" ".join(p.split()) for p in re.findall(r'"([^"]+)"', bullet)]
     return phrases
 
 
