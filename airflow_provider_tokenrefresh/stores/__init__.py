@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+#: What an unreadable stored value's error advises (secrets stores): it may hold the only live
+#: refresh token, so never "delete it".
+KEEP = (
+    "do not delete it while it may hold the only live refresh token: check which program wrote it, or set "
+    "extra 'store_path' to another key and re-seed the connection"
+)
+
 if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.tokens import TokenRecord
 

@@ -21,6 +21,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict, StoreError
+from airflow_provider_tokenrefresh.stores import KEEP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 DEFAULT_PREFIX = "airflow/tokenrefresh/"
-KEEP = (
-    "do not delete it while it may hold the only live refresh token: check which program wrote it, or set "
-    "extra 'store_path' to another key and re-seed the connection"
-)
 DESCRIPTION = (
     "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit or "
     "delete it; to start over, put a new refresh_token on the connection)."

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict, StoreError
 from airflow_provider_tokenrefresh.redaction import redact_url
+from airflow_provider_tokenrefresh.stores import KEEP
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,14 +241,13 @@ class VaultTokenStore:
         if not isinstance(payload, str):
             raise ConfigurationError(
                 f"vault store: {self._where(key)} has no string field {RECORD_FIELD!r}, so it does not hold a "
-                "token record written by this provider; delete it or set extra 'store_path' to another key"
+                f"token record written by this provider; {KEEP}"
             )
         try:
             record = TokenRecord.from_storage_json(payload)
         except ValueError:
             raise ConfigurationError(
-                f"vault store: {self._where(key)} holds an unreadable token record (version {version}); "
-                "delete it or set extra 'store_path' to another key"
+                f"vault store: {self._where(key)} holds an unreadable token record (version {version}); {KEEP}"
             ) from None
         return record, version
 

@@ -328,6 +328,10 @@ def test_a_corrupted_record_is_a_clear_error_without_the_secret(
         backend.store.read(key)
     assert SHORT_CANARY not in _all_text(info.value)
     assert key in str(info.value)  # names where the bad value is
+    # It may hold the only live refresh token: the advice is never to delete it.
+    message = str(info.value)
+    assert "do not delete it" in message or "Do not delete it" in message, message
+    assert "delete it or" not in message, message
 
 
 def test_unreachable_servers_are_store_errors_without_credentials(tmp_path: Path) -> None:
