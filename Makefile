@@ -20,7 +20,7 @@ help:
 	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
 	@echo "make lint    - ruff + mypy --strict on the package"
 	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
-	@echo "make chaos   - the full chaos run (ROUNDS=10000: about 1.5-2 h on 2 cores with the Variable store; ROUNDS=N for fewer), judged at the vendor; .artifacts/chaos.json + chaos.md"
+	@echo "make chaos   - the full chaos run (ROUNDS=10000 on JOBS=3 independent runners; ROUNDS=N for fewer), judged at the vendor; .artifacts/chaos.json + chaos.md"
 	@echo "make dist    - wheel and sdist in dist/ (uv build), checked by twine"
 	@echo "make emulate - start the emulated vendor endpoints on 127.0.0.1"
 	@echo "make cluster-demo - a real CeleryExecutor deployment: 64 tasks + 8 sensors at expiry, 3 windows, 4 lock settings; table + benchmarks/results/celery.json"
@@ -67,7 +67,7 @@ bench: venv
 .PHONY: chaos
 chaos: venv
 	mkdir -p .artifacts
-	$(PY) -m tests.concurrency.chaos --rounds $${ROUNDS:-10000} --json .artifacts/chaos.json --table .artifacts/chaos.md
+	$(PY) -m tests.concurrency.chaos --rounds $${ROUNDS:-10000} --jobs $${JOBS:-3} --json .artifacts/chaos.json --table .artifacts/chaos.md
 
 .PHONY: cluster-demo
 cluster-demo: venv system-deps

@@ -1,4 +1,4 @@
-"""``python -m tests.concurrency.chaos --rounds N [--only CLASSES] [--stores STORES] [--json PATH] [--table PATH]``."""
+"""``python -m tests.concurrency.chaos --rounds N [--jobs J] [--only CLASSES] [--stores STORES] [--json PATH] [--table PATH]``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,12 @@ def main() -> int:
     parser.add_argument(
         "--stores", default=None, help="comma-separated stores (file, vault, aws, variable): only their pairs"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="independent runners side by side (own servers, seeds SEED, SEED+1, ...), rounds split among them",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.CRITICAL
@@ -68,6 +74,19 @@ def main() -> int:
             file=sys.stderr,
             flush=True,
         )
+
+    if args.jobs > 1:
+        from .parallel import run_parallel
+
+        workdir = Path(args.json).parent if args.json else Path(tempfile.mkdtemp(prefix="tokenrefresh-chaos-"))
+        report = run_parallel(args, workdir)
+        text, table = _write(report, args.json, args.table)
+        print(text)
+        print(table)
+        if report.stopped:
+            print(f"chaos: {report.stopped} after {report.rounds} judged rounds", file=sys.stderr)
+            return 3
+        return 1 if report.violations else 0
 
     _stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="tokenrefresh-chaos-") as tmp:
