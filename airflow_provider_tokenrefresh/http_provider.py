@@ -14,7 +14,9 @@ This module imports nothing from the HTTP provider (it is not a dependency of th
 Not for ``deferrable=True`` on ``HttpOperator``/``HttpSensor``: their triggers run
 ``HttpAsyncHook`` (aiohttp) with an auth type serialized into the trigger's kwargs as a class
 path, and aiohttp accepts only ``BasicAuth`` objects; a bearer token could only go in headers,
-which are trigger kwargs (stored in the metadata DB). The upstream change that would lift this:
+which are trigger kwargs (stored in the metadata DB). For a deferrable call use
+:class:`~airflow_provider_tokenrefresh.operators.http.TokenRefreshHttpOperator`, whose trigger
+fetches the token in the triggerer. The upstream change that would lift this:
 let ``HttpAsyncHook`` take an auth callable that sets headers at request time in the triggerer,
 serialized by import path and constructor arguments (apache/airflow#71254).
 """

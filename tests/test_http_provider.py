@@ -143,3 +143,27 @@ def test_the_sensor_refuses_deferrable_with_the_reason() -> None:
             task_id="wait", http_conn_id="api", endpoint="/x", token_conn_id="vendor", deferrable=True
         )
     assert repr(tokenrefresh_auth("vendor", min_ttl=60)) == "tokenrefresh_auth('vendor')"
+
+
+def test_the_deferrable_trigger_carries_ids_and_the_request_never_a_token() -> None:
+    from airflow_provider_tokenrefresh.triggers.http import TokenRefreshHttpTrigger, base_url_of
+
+    path, kwargs = TokenRefreshHttpTrigger(
+        "vendor", "vendor_api", "/things", method="POST", data={"q": 1}, headers={"X-Request": "7"}
+    ).serialize()
+    assert path == "airflow_provider_tokenrefresh.triggers.http.TokenRefreshHttpTrigger"
+    assert kwargs == {
+        "token_conn_id": "vendor",
+        "http_conn_id": "vendor_api",
+        "endpoint": "/things",
+        "method": "POST",
+        "data": {"q": 1},
+        "headers": {"X-Request": "7"},
+        "min_ttl": None,
+        "timeout": 60.0,
+    }
+    assert TokenRefreshHttpTrigger(**kwargs).serialize() == (path, kwargs)
+    # The base URL as HttpHook builds it from an HTTP connection.
+    assert base_url_of("http://127.0.0.1", None, 8080) == "http://127.0.0.1:8080"
+    assert base_url_of("api.vendor.example", "https", None) == "https://api.vendor.example"
+    assert base_url_of("api.vendor.example", None, None) == "http://api.vendor.example"

@@ -1,5 +1,6 @@
-"""The HTTP provider's operator, sensor and hook with a token of a tokenrefresh connection: the
-HTTP connection ``http_vendor`` gives the base URL, ``http_tokens`` the token. No token in DAG code."""
+"""The HTTP provider's operator, sensor and hook with a token of a tokenrefresh connection, and our
+deferrable HTTP operator: the HTTP connection ``http_vendor`` gives the base URL, ``http_tokens``
+the token. No token in DAG code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import DAG, task
 
 from airflow_provider_tokenrefresh.http_provider import tokenrefresh_auth
+from airflow_provider_tokenrefresh.operators.http import TokenRefreshHttpOperator
 from airflow_provider_tokenrefresh.sensors.http import TokenRefreshHttpSensor
 
 SAMPLE = "/api/v1/sample"
@@ -42,4 +44,11 @@ with DAG(dag_id="http_provider_tokens", schedule=None, start_date=datetime(2026,
         auth_type=tokenrefresh_auth("http_tokens"),
         response_filter=lambda response: response.status_code,
     )
-    wait >> call >> with_hook()
+    # Deferrable: the token is fetched and the request sent in the triggerer.
+    deferred = TokenRefreshHttpOperator(
+        task_id="call_api_deferred",
+        token_conn_id="http_tokens",
+        http_conn_id="http_vendor",
+        endpoint=SAMPLE,
+    )
+    wait >> call >> with_hook() >> deferred
