@@ -79,20 +79,18 @@ def main() -> int:
         from .parallel import run_parallel
 
         workdir = Path(args.json).parent if args.json else Path(tempfile.mkdtemp(prefix="tokenrefresh-chaos-"))
-        report = run_parallel(args, workdir)
-        text, table = _write(report, args.json, args.table)
-        print(text)
-        print(table)
-        if report.stopped:
-            print(f"chaos: {report.stopped} after {report.rounds} judged rounds", file=sys.stderr)
-            return 3
-        return 1 if report.violations else 0
+        return _finish(run_parallel(args, workdir), args)
 
     _stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="tokenrefresh-chaos-") as tmp:
         only = set(args.only.split(",")) if args.only else None
         stores = set(args.stores.split(",")) if args.stores else None
         report = run_chaos(args.rounds, Path(tmp), seed=args.seed, only=only, stores=stores, progress=progress)
+    return _finish(report, args)
+
+
+def _finish(report: ChaosReport, args: argparse.Namespace) -> int:
+    """Write and print the report; exit 3 if stopped, 1 with violations, else 0."""
     text, table = _write(report, args.json, args.table)
     print(text)
     print(table)
