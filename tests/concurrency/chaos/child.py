@@ -47,6 +47,10 @@ class WatchedStore:
         self._result = result
         self._answer_writes = 0
         self._told = False
+        #: Set at the keeper's ``after_answer`` step: only then is a write without an intent the
+        #: vendor's answer. Before it, such a write is a claim being withdrawn (the Variable store's
+        #: settle found the claim too slow), which store faults must not hit.
+        self.answered = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -61,7 +65,7 @@ class WatchedStore:
     def write(self, key: str, record: Any, expected_version: Any) -> Any:
         answer = record.intent_id is None and record.refresh_started_at is None
         fault = self._cfg.get("store_fault")
-        if answer:
+        if answer and self.answered:
             self._answer_writes += 1
             if fault == "fail_always" or (fault == "fail_once" and self._answer_writes == 1):
                 raise OSError("injected: store unavailable")
@@ -225,10 +229,11 @@ def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
         TokenKeeper._unsaved.clear()
         if spec["store"] == "variable":
             _configure_airflow(spec["airflow_env"])
+        store = WatchedStore(build_store(spec), cfg, conn, result)
         keeper = TokenKeeper(
             cfg["key"],
             build_client(spec, timeout=cfg["client_timeout"], backoff_base=0.01),
-            WatchedStore(build_store(spec), cfg, conn, result),
+            store,
             build_lock(spec),
             Seed(cfg["seed"]),
             conn_id="chaos",
@@ -240,6 +245,8 @@ def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
         )
 
         def checkpoint(step: str) -> None:
+            if step == "after_answer":
+                store.answered = True
             if step == cfg.get("kill_at"):
                 _die()
             if step == cfg.get("pause_at"):
