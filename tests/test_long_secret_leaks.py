@@ -13,7 +13,7 @@ import json
 from urllib.parse import quote, quote_plus
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_tokenrefresh.dialects import PRESETS
@@ -130,6 +130,15 @@ def test_basic_credentials_echoed_by_a_gateway_are_hidden() -> None:
 def test_property_no_12_character_piece_of_any_secret_in_any_message(
     secret: str, prefix: str, status: int, dialect: str, shape: str
 ) -> None:
+    # A "secret" that is a piece of the message's own fixed words (the dialect name, the endpoint,
+    # the field names) is found there whatever the redaction does: not a leak (hypothesis found
+    # secret='appid_js' in "dialect appid_json").
+    assume(
+        not any(
+            secret[i : i + 8] in f"{dialect} https://vendor.example/token accessToken access_token"
+            for i in range(len(secret) - 7)
+        )
+    )
     body = echo_bodies(secret)[shape]
     body = prefix.encode() + body if shape == "html gateway page" else body
     context = ResponseContext(endpoint="https://vendor.example/token", secrets=(secret,))
