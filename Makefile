@@ -44,8 +44,15 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 .PHONY: test
+# Each run gets its own scratch directory, used as TMPDIR and as pytest's basetemp: two runs on one
+# machine (a CI job beside a developer's run) never share /tmp/pytest-of-$USER, file locks or homes.
+# Removed when the run passes, kept (and named) when it fails.
 test: venv system-deps
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/tokenrefresh-test.XXXXXX"); \
+	echo "make test: scratch files under $$scratch"; \
+	TMPDIR="$$scratch" $(PY) -m pytest -n $(PYTEST_WORKERS) --basetemp="$$scratch/pytest" $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 0 ]; then rm -rf "$$scratch"; else echo "make test: failed (exit $$rc); files kept in $$scratch"; fi; \
+	exit $$rc
 
 .PHONY: lint
 lint: venv
