@@ -186,16 +186,26 @@ class TokenRefreshHook(BaseHook):
             return ConnectionMetrics(self.tokenrefresh_conn_id, None)
         return ConnectionMetrics(settings.conn_id, settings.dialect.name)
 
+    def account(self, result: Any) -> None:
+        """Report how a token operation ended to the metrics: a failure by kind (``result`` is the
+        exception), or the gauges of the record it ended with (a record or a refresh outcome).
+
+        For callers that run the keeper themselves (the keeper operator's concurrent refresh)."""
+        if isinstance(result, BaseException):
+            if "settings" in self.__dict__ and self.metrics.dialect is None:
+                self.metrics.dialect = self.settings.dialect.name
+            self.metrics.failure(result)
+        else:
+            self.metrics.record(getattr(result, "record", result))
+
     def _observed(self, call: Any) -> Any:
         """Run a token operation; its failure (by kind) or its record's gauges go to the metrics."""
         try:
             result = call()
         except Exception as exc:
-            if "settings" in self.__dict__ and self.metrics.dialect is None:
-                self.metrics.dialect = self.settings.dialect.name
-            self.metrics.failure(exc)
+            self.account(exc)
             raise
-        self.metrics.record(getattr(result, "record", result))
+        self.account(result)
         return result
 
     # -- the API tasks use ----------------------------------------------------------------------------

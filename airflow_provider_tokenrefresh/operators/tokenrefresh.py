@@ -88,6 +88,7 @@ class TokenRefreshOperator(BaseOperator):
                 hooks[conn_id] = hook
                 dialects[conn_id] = hook.settings.dialect.name
             except Exception as exc:  # noqa: BLE001 - a bad connection is reported, the others go on
+                _account_unbuilt(conn_id, exc)
                 results[conn_id] = {
                     "conn_id": conn_id,
                     "error": str(exc),
@@ -97,6 +98,8 @@ class TokenRefreshOperator(BaseOperator):
             outcomes = refresh_all(
                 keepers, force=_truthy(self.force), min_ttl=min_ttl, max_workers=self.max_workers
             )
+            for conn_id, outcome in outcomes.items():
+                hooks[conn_id].account(outcome)  # failures by kind and the gauges, as the hook's own calls
             for hook in hooks.values():
                 notify_connection(
                     hook,
@@ -139,6 +142,13 @@ class TokenRefreshOperator(BaseOperator):
                 + "; ".join(f"{cid}: {r['error']}" for cid, r in failed.items())
             )
         return results
+
+
+def _account_unbuilt(conn_id: str, exc: BaseException) -> None:
+    """A connection whose hook could not be built (unknown id, bad field) is a failure by kind too."""
+    from airflow_provider_tokenrefresh.metrics import ConnectionMetrics
+
+    ConnectionMetrics(conn_id, None).failure(exc)
 
 
 def _truthy(value: object) -> bool:

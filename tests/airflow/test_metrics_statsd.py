@@ -36,12 +36,22 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
     emu, flaky = OAuth2BasicEmulator().start(), OAuth2BasicEmulator().start()
     try:
         ok_seed, revoked_seed, deferred_seed = emu.issue_tokens(), emu.issue_tokens(), flaky.issue_tokens()
-        emu.revoke_family(emu.family_of(revoked_seed.refresh_token) or "", "user removed the app")
-        conns = {"ok": "metrics_ok", "revoked": "metrics_revoked", "deferred": "metrics_deferred"}
+        keep_ok_seed, keep_revoked_seed = emu.issue_tokens(), emu.issue_tokens()
+        for seed in (revoked_seed, keep_revoked_seed):
+            emu.revoke_family(emu.family_of(seed.refresh_token) or "", "user removed the app")
+        conns = {
+            "ok": "metrics_ok",
+            "revoked": "metrics_revoked",
+            "deferred": "metrics_deferred",
+            "keep_ok": "metrics_keep_ok",
+            "keep_revoked": "metrics_keep_revoked",
+        }
         for name, vendor, seed in (
             ("ok", emu, ok_seed),
             ("revoked", emu, revoked_seed),
             ("deferred", flaky, deferred_seed),
+            ("keep_ok", emu, keep_ok_seed),
+            ("keep_revoked", emu, keep_revoked_seed),
         ):
             stack.put_connection(
                 conns[name],
@@ -68,6 +78,9 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
     assert deferred_ti["state"] == "success"
 
     ok, revoked, deferred = conns["ok"], conns["revoked"], conns["deferred"]
+    keep_ok, keep_revoked = conns["keep_ok"], conns["keep_revoked"]
+    kept = deployment.xcom(DAG_ID, run_id, "keep")
+    assert kept[keep_ok]["generation"] == 1 and kept[keep_revoked]["error_kind"] == "reauth_required", kept
 
     def complete(found: list[Datagram]) -> bool:
         return bool(
@@ -75,6 +88,8 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
             and _of(found, revoked, "reauth_required")
             and _of(found, deferred, "refresh.count", outcome="success")
             and _of(found, deferred, "access_token.ttl")
+            and _of(found, keep_ok, "refresh_token.ttl")
+            and _of(found, keep_revoked, "failure.count")
         )
 
     got = receiver.wait_for(complete, timeout=60)
@@ -106,6 +121,14 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
     assert [d.tags["kind"] for d in _of(got, deferred, "failure.count")] == ["transient"] * (
         len(outcomes) - 1
     )
+    # The keeper operator's concurrent refresh reports like the hook's own calls.
+    assert [d.tags["outcome"] for d in _of(got, keep_ok, "refresh.count")] == ["success"]
+    assert [d.value for d in _of(got, keep_ok, "reauth_required")] == [0]
+    assert _of(got, keep_ok, "access_token.ttl") and not _of(got, keep_ok, "failure.count")
+    assert [(d.tags["kind"], d.value) for d in _of(got, keep_revoked, "failure.count")] == [
+        ("reauth_required", 1)
+    ]
+    assert 1 in [d.value for d in _of(got, keep_revoked, "reauth_required")]
     print("\n".join(d.raw for d in got if d.tags.get("conn_id") in conns.values()))
     # Never a secret in a name, tag or value.
     text = "\n".join(receiver.lines())
@@ -114,5 +137,7 @@ def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> 
         ok_seed.refresh_token,
         revoked_seed.refresh_token,
         deferred_seed.refresh_token,
+        keep_ok_seed.refresh_token,
+        keep_revoked_seed.refresh_token,
     ):
         assert canary not in text

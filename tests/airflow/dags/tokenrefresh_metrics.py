@@ -1,6 +1,6 @@
 """Token work that the metrics test watches through StatsD: one task refreshes, one meets a revoked
 refresh token, one deferrable sensor whose refresh happens in the triggerer (its in-task try meets a
-vendor that answers 503)."""
+vendor that answers 503), and a keeper task over two connections, one of them revoked."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, task
 
+from airflow_provider_tokenrefresh.operators.tokenrefresh import TokenRefreshOperator
 from airflow_provider_tokenrefresh.sensors.tokenrefresh import TokenValidSensor
 
 
@@ -36,4 +37,9 @@ with DAG(dag_id="tokenrefresh_metrics", schedule=None, start_date=datetime(2026,
         deferrable=True,
         poke_interval=2,
         timeout=240,
+    )
+    TokenRefreshOperator(
+        task_id="keep",
+        conn_ids=["{{ dag_run.conf['keep_ok'] }}", "{{ dag_run.conf['keep_revoked'] }}"],
+        fail_on_error=False,
     )
