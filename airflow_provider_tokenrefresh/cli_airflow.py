@@ -197,7 +197,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         _server_context()
     elif not _in_task_process():
         _importable_without_metastore()
-    if not reachable and not args.conn_id:
+    from airflow_provider_tokenrefresh.discovery import configured_setting, extra_conn_ids, merge_conn_ids
+
+    beyond_metastore = extra_conn_ids(os.environ, configured_setting())
+    if not reachable and not args.conn_id and not beyond_metastore:
         print(
             "error: the Airflow metadata database is not reachable from this process (inside an Airflow "
             "task it is blocked), so the tokenrefresh_* connections cannot be listed: name them, e.g. "
@@ -212,10 +215,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     rows: list[dict[str, Any]] = []
     conn_ids: list[str] = list(args.conn_id or ())
-    if not conn_ids:
+    if not conn_ids and not reachable:
+        conn_ids = beyond_metastore
+        print(
+            "note: the metadata database is not reachable from this process, so only the connections "
+            "in AIRFLOW_CONN_* variables and [tokenrefresh] connections are listed",
+            file=sys.stderr,
+        )
+    elif not conn_ids:
         try:
             with _quiet_stdout():
-                conn_ids = _tokenrefresh_conn_ids()
+                conn_ids = merge_conn_ids(_tokenrefresh_conn_ids(), beyond_metastore)
         except Exception as exc:  # noqa: BLE001 - could not tell: the database did not answer
             from airflow_provider_tokenrefresh.redaction import redact
 

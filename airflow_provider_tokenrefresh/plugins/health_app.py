@@ -87,16 +87,37 @@ def _settings() -> tuple[float, float]:
     return horizon, stalled
 
 
+def _fields_of(conn: Any) -> _Fields:
+    fields = _Fields(conn_id=conn.conn_id, conn_type=conn.conn_type)
+    for name in ("host", "login", "password", "extra", "port", "schema"):
+        try:
+            setattr(fields, name, getattr(conn, name))
+        except Exception as exc:  # noqa: BLE001 - e.g. a value encrypted with another Fernet key
+            fields.unreadable, fields.failure = name, exc
+            break
+    return fields
+
+
 def _readable_connections(user: BaseUser) -> list[_Fields]:
-    """Every ``tokenrefresh_*`` connection of the metastore that ``user`` may read (one query)."""
+    """Every ``tokenrefresh_*`` connection that ``user`` may read: the metastore's (one query),
+    then those only in ``AIRFLOW_CONN_*`` variables or named in ``[tokenrefresh] connections``
+    (a secrets backend cannot be listed), read through Airflow's secrets backends."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import ConnectionDetails
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow_provider_tokenrefresh.discovery import configured_setting, extra_conn_ids
+
     auth_manager = get_auth_manager()
+
+    def allowed(conn_id: str, team_name: str | None) -> bool:
+        details = ConnectionDetails(conn_id=conn_id, team_name=team_name)
+        return bool(auth_manager.is_authorized_connection(method="GET", details=details, user=user))
+
     found: list[_Fields] = []
+    in_metastore: set[str] = set()
     with create_session() as session:
         rows = session.scalars(
             select(Connection).where(Connection.conn_type.like("tokenrefresh%")).order_by(Connection.conn_id)
@@ -104,17 +125,26 @@ def _readable_connections(user: BaseUser) -> list[_Fields]:
         for conn in rows:
             if not str(conn.conn_type or "").startswith("tokenrefresh_"):
                 continue
-            details = ConnectionDetails(conn_id=conn.conn_id, team_name=getattr(conn, "team_name", None))
-            if not auth_manager.is_authorized_connection(method="GET", details=details, user=user):
-                continue
-            fields = _Fields(conn_id=conn.conn_id, conn_type=conn.conn_type)
-            for name in ("host", "login", "password", "extra", "port", "schema"):
-                try:
-                    setattr(fields, name, getattr(conn, name))
-                except Exception as exc:  # noqa: BLE001 - e.g. a value encrypted with another Fernet key
-                    fields.unreadable, fields.failure = name, exc
-                    break
-            found.append(fields)
+            in_metastore.add(conn.conn_id)
+            if allowed(conn.conn_id, getattr(conn, "team_name", None)):
+                found.append(_fields_of(conn))
+    for conn_id in extra_conn_ids(os.environ, configured_setting()):
+        if conn_id in in_metastore or not allowed(conn_id, None):
+            continue
+        try:
+            conn = Connection.get_connection_from_secrets(conn_id)
+        except Exception as exc:  # noqa: BLE001 - a named connection no backend holds is a row too
+            from airflow_provider_tokenrefresh.errors import ConfigurationError
+
+            missing = ConfigurationError(
+                f"named in [tokenrefresh] connections, but no secrets backend holds it "
+                f"({type(exc).__name__}): add the connection, or remove it from that list",
+                conn_id=conn_id,
+            )
+            found.append(_Fields(conn_id=conn_id, conn_type="tokenrefresh", failure=missing))
+            continue
+        if str(conn.conn_type or "").startswith("tokenrefresh_"):
+            found.append(_fields_of(conn))
     return found
 
 
@@ -124,6 +154,8 @@ def _row(fields: _Fields, now: datetime, horizon: float, stalled: float) -> Heal
     from airflow_provider_tokenrefresh.settings import settings_from_fields
 
     secrets = fields.secrets()
+    if fields.failure is not None and fields.unreadable is None:
+        return row_from_error(fields.conn_id, fields.failure, conn_type=fields.conn_type, secrets=secrets)
     if fields.unreadable is not None:
         assert fields.failure is not None
         return row_from_error(

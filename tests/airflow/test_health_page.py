@@ -4,7 +4,9 @@ emulated vendors on 127.0.0.1, records written by real ``airflow-tokenrefresh re
 Connections in several states: valid, expiring (refresh token inside the horizon), re-authorization
 required (family revoked at the vendor), a refresh in flight (the vendor holds the request on a
 manual clock while the page is read), misconfigured (a field missing), an unreadable store record,
-and two connections owned by teams. Users: ``admin`` (admin), ``opa`` (role op, team ``teama``),
+and two connections owned by teams. Two more live outside the metastore: one in an
+``AIRFLOW_CONN_*`` variable and one in a secrets backend (Airflow's local-file backend), named in
+``[tokenrefresh] connections`` with a third id that no backend holds. Users: ``admin`` (admin), ``opa`` (role op, team ``teama``),
 ``viewer`` (role viewer). SimpleAuthManager gives connection reads to op and above, and in
 multi-team mode only for connections of the user's teams (or of no team): so ``opa`` may read every
 connection but ``hp_teamb``, and ``viewer`` none.
@@ -78,6 +80,9 @@ EXPECTED = {
     "hp_badstore": "store_error",
     "hp_teama": "ok",
     "hp_teamb": "ok",
+    "hp_env": "ok",
+    "hp_vaulted": "ok",
+    "hp_nowhere": "misconfigured",
 }
 
 
@@ -154,12 +159,38 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         client_secret="CANARY-appid-secret-9a6d2c", clock=clock, wait_on_clock=True
     ).start()
     emulators: list[VendorEmulator] = [basic, post, query, held]
+    seeds: list[Any] = []
+    # Outside the metastore: an environment variable and Airflow's local-file secrets backend.
+    env_seed, vaulted_seed = basic.issue_tokens(), basic.issue_tokens()
+    seeds += [env_seed, vaulted_seed]
+    backend_file = home / "secret-connections.json"
+    backend_file.write_text(
+        json.dumps(
+            {
+                "hp_vaulted": {
+                    "conn_type": "tokenrefresh_oauth2_basic",
+                    **emulator_connection(basic, vaulted_seed.refresh_token, vaulted_seed.access_token),
+                }
+            }
+        )
+    )
     stack = AirflowStack(
         home=home,
         dags_folder=dags,
-        extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS, "AIRFLOW__CORE__MULTI_TEAM": "True"},
+        extra_env={
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
+            "AIRFLOW__CORE__MULTI_TEAM": "True",
+            "AIRFLOW_CONN_HP_ENV": json.dumps(
+                {
+                    "conn_type": "tokenrefresh_oauth2_basic",
+                    **emulator_connection(basic, env_seed.refresh_token, env_seed.access_token),
+                }
+            ),
+            "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+            "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(backend_file)}),
+            "AIRFLOW__TOKENREFRESH__CONNECTIONS": "hp_vaulted, hp_nowhere",
+        },
     )
-    seeds: list[Any] = []
     timings: dict[str, float] = {}
     in_flight: subprocess.Popen[str] | None = None
     plugin_modules: dict[str, bool] = {}
@@ -214,7 +245,7 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         in_flight = _cli(stack, "refresh", "hp_inflight", "--force")
         # One process refreshes the other three in turn (one Airflow import instead of three).
         batch = subprocess.run(
-            [sys.executable, "-c", REFRESH_EACH, "hp_valid", "hp_expiring", "hp_reauth"],
+            [sys.executable, "-c", REFRESH_EACH, "hp_valid", "hp_expiring", "hp_reauth", "hp_env", "hp_vaulted"],
             env=stack.env(),
             capture_output=True,
             text=True,
@@ -222,7 +253,13 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
             check=False,
         )
         result = json.loads(batch.stdout.strip().splitlines()[-1]) if batch.stdout.strip() else {}
-        assert result.get("codes") == {"hp_valid": 0, "hp_expiring": 0, "hp_reauth": 2}, batch.stderr[-3000:]
+        assert result.get("codes") == {
+            "hp_valid": 0,
+            "hp_expiring": 0,
+            "hp_reauth": 2,
+            "hp_env": 0,
+            "hp_vaulted": 0,
+        }, batch.stderr[-3000:]
         plugin_modules = result["loaded"]
         clock.wait_for_sleepers(1, timeout=180)
         timings["refreshes"] = time.monotonic() - t0
@@ -282,6 +319,10 @@ def test_admin_sees_every_connection_in_its_state(health: HealthStack) -> None:
     assert flight["in_flight_by"] and flight["in_flight_since"] and flight["in_flight_for"] >= 0
     bad = rows["hp_misconfigured"]
     assert bad["error_field"] == "extra 'access_token'" and "hp_misconfigured" in bad["fix"]
+    for outside in ("hp_env", "hp_vaulted"):
+        assert rows[outside]["state"] == "valid" and rows[outside]["generation"] == 1, rows[outside]
+    nowhere = rows["hp_nowhere"]
+    assert "no secrets backend holds it" in nowhere["last_error"] and "hp_nowhere" in nowhere["fix"], nowhere
     store = rows["hp_badstore"]
     assert "tokenrefresh_token__hp_badstore" in store["last_error"] and "fernet_key" in store["fix"]
     page = health.get(PAGE, "admin")
@@ -387,6 +428,16 @@ def test_the_page_in_chromium(health: HealthStack) -> None:
             browser.close()
 
 
+def test_status_lists_the_connections_outside_the_metastore(health: HealthStack) -> None:
+    proc = _cli(health.stack, "status", "--json")
+    out, err = proc.communicate(timeout=300)
+    health.answers["airflow-tokenrefresh status --json"] = out + err
+    rows = {row["conn_id"]: row for row in json.loads(out)}
+    assert set(EXPECTED) <= set(rows), sorted(rows)
+    assert rows["hp_env"]["state"] == "valid" and rows["hp_vaulted"]["state"] == "valid"
+    assert rows["hp_nowhere"]["state"] == "error" and "hp_nowhere" in rows["hp_nowhere"]["last_error"]
+
+
 def test_no_secret_in_any_answer(health: HealthStack) -> None:
     for user in ("admin", "opa"):
         health.get(PAGE, user)
@@ -410,3 +461,4 @@ def test_a_task_process_loads_the_plugin_without_the_web_app(health: HealthStack
         "airflow_provider_tokenrefresh.plugins.health_app": False,
         "fastapi": False,
     }
+
