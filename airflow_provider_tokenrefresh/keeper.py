@@ -299,7 +299,8 @@ class TokenKeeper:
         return exc.with_conn_id(self.conn_id) if self.conn_id else exc
 
     def _seed_record(self) -> TokenRecord:
-        return TokenRecord.seeded(self.seed.refresh_token, self.seed.access_token)
+        seed = TokenRecord.seeded(self.seed.refresh_token, self.seed.access_token)
+        return seed.model_copy(update={"conn_id": self.conn_id}) if self.conn_id else seed
 
     def _read(self) -> tuple[TokenRecord | None, Version]:
         try:
@@ -338,6 +339,7 @@ class TokenKeeper:
             retry_rejected=retry_rejected,
             lock=self.lock_identity,
             lock_explicit=self.lock_explicit,
+            conn_id=self.conn_id,
         )
 
     def _step(self, name: str) -> None:
@@ -646,6 +648,7 @@ class TokenKeeper:
                 "fence": lease.fencing if lease.fencing is not None else base.fence,
                 "lock_in_use": self.lock_identity,
                 "file_lock_hosts": hosts,
+                "conn_id": self.conn_id or base.conn_id,  # records older than 0.2.1 get it here
             }
         )
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 Action = Literal["use", "refresh", "replay", "wait", "refuse"]
-RefuseKind = Literal["reauth_required", "newer_schema", "lock_mismatch", "stale_seed"]
+RefuseKind = Literal["reauth_required", "newer_schema", "lock_mismatch", "stale_seed", "foreign_record"]
 
 #: How many superseded seed fingerprints a record remembers.
 MAX_SUPERSEDED_SEEDS = 64
@@ -55,6 +55,7 @@ class View:
     :param retry_rejected: call the vendor although the record says re-authorization is needed.
     :param lock: identity of the lock this process would use (``file``, ``redis://h:p/db``...).
     :param lock_explicit: whether the connection names that lock (else ``lock: auto`` chose it).
+    :param conn_id: the connection this process keeps (``None`` outside Airflow: not checked).
     """
 
     record: TokenRecord | None
@@ -68,6 +69,7 @@ class View:
     retry_rejected: bool = False
     lock: str = "file"
     lock_explicit: bool = True
+    conn_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,14 @@ def decide(view: View, seed: TokenRecord) -> Decision:
             "refresh", "no stored record: starting from the connection's refresh token", base=seed
         )
 
+    if record.conn_id and view.conn_id and record.conn_id != view.conn_id:
+        return Decision(
+            "refuse",
+            f"the store key holds the token record of connection {record.conn_id!r}: two connections "
+            "must not share one record (each would re-seed over the other and lose its chain). Set "
+            "extra 'store_path' of this connection to a key of its own",
+            refuse="foreign_record",
+        )
     read_only = record.schema_version > RECORD_SCHEMA_VERSION
     age = intent_age(record, view.now)
     if age is not None and age < view.stale_after:

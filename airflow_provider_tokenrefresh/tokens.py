@@ -125,6 +125,9 @@ class TokenRecord(BaseModel):
     #: lifetime, or the vendor sent the same token back): by then a person must re-authorize at the
     #: vendor and re-seed the connection. ``None`` while refreshes renew it (or nothing is known).
     reauth_deadline: datetime | None = None
+    #: The Airflow connection whose record this is; another connection pointed at the same store
+    #: key is refused instead of re-seeding over it (``None`` in records older than 0.2.1).
+    conn_id: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -199,6 +202,7 @@ class TokenRecord(BaseModel):
             lock_in_use=self.lock_in_use,
             file_lock_hosts=self.file_lock_hosts,
             reauth_deadline=deadline,
+            conn_id=self.conn_id,
             updated_at=answer.obtained_at,
         )
 

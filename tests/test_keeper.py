@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_tokenrefresh.errors import RefreshInFlight, RefreshTokenRejected, StoreError
+from airflow_provider_tokenrefresh.errors import (
+    ConfigurationError,
+    RefreshInFlight,
+    RefreshTokenRejected,
+    StoreError,
+)
 from airflow_provider_tokenrefresh.keeper import TokenKeeper
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 
@@ -59,6 +64,27 @@ def test_reseeded_connection_wins_over_the_stored_record(
     assert emu.refresh_requests == 2
     assert record.generation == 3  # 1 refresh, the re-seed itself (2), its refresh (3): never backwards
     assert emu.family_of(record.access_token.get_secret_value()) == emu.family_of(new.access_token)
+
+
+def test_two_connections_on_one_store_key_are_refused_not_reseeded_over_each_other(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    emu = emulator_factory("oauth2_basic")
+    first, second = emu.issue_tokens(), emu.issue_tokens()
+    # Both connections name the same store_path (copied connection, typo): one record, two seeds.
+    record = make_keeper(emu, tmp_path, first.refresh_token).get_valid_token(min_ttl=60)
+    other = make_keeper(emu, tmp_path, second.refresh_token)
+    other.conn_id = "test_copy"
+    with pytest.raises(ConfigurationError) as caught:
+        other.get_valid_token(min_ttl=60)
+    message = str(caught.value)
+    assert "'test_copy'" in message and "'test_oauth2_basic'" in message and "store_path" in message
+    assert emu.refresh_requests == 1  # the second seed was never sent
+    stored, _ = FileTokenStore(str(tmp_path / "store")).read("conn")
+    assert stored is not None and stored.refresh_token is not None
+    assert stored.conn_id == "test_oauth2_basic" and stored.generation == record.generation
+    assert emu.is_refresh_token_valid(stored.refresh_token.get_secret_value())  # the first chain lives
+    assert emu.is_refresh_token_valid(second.refresh_token)  # and the second seed is not spent
 
 
 def test_rotated_token_is_persisted_before_it_is_returned_and_kept_if_the_write_fails(
