@@ -235,7 +235,9 @@ class RefreshClient:
 
     # -- the policy (sans-I/O) -------------------------------------------------------------------
 
-    def _flow(self, refresh_token: str, access_token: str | None) -> Generator[_Action, _Result, TokenSet]:
+    def _flow(
+        self, refresh_token: str, access_token: str | None, send_before: float | None = None
+    ) -> Generator[_Action, _Result, TokenSet]:
         self._secret(refresh_token, access_token)
         try:
             request = build_request(
@@ -259,6 +261,13 @@ class RefreshClient:
                 request.safe_url,
                 attempt,
             )
+            if send_before is not None and time.monotonic() >= send_before:
+                raise TransientRefreshError(
+                    "not sent: the vendor's reuse window for this refresh token has closed",
+                    dialect=self.spec.name,
+                    endpoint=self.safe_url,
+                    conn_id=self.settings.conn_id,
+                )
             result = yield _Send(request)
             if isinstance(result, _Failure):
                 if result.kind == "not_sent" and attempt < attempts:
@@ -327,14 +336,18 @@ class RefreshClient:
 
     # -- I/O drivers -----------------------------------------------------------------------------
 
-    def refresh(self, refresh_token: str, access_token: str | None = None) -> TokenSet:
+    def refresh(
+        self, refresh_token: str, access_token: str | None = None, *, send_before: float | None = None
+    ) -> TokenSet:
         """Refresh synchronously.
 
         :param refresh_token: the current refresh token.
         :param access_token: the current access token (dialects that send it, e.g. bearer_json).
+        :param send_before: a ``time.monotonic()`` after which no request (nor retry) is sent;
+            then ``TransientRefreshError`` (a resend inside a vendor's reuse window).
         :raises TokenRefreshError: one of its subclasses; the message holds no secret.
         """
-        flow = self._flow(refresh_token, access_token)
+        flow = self._flow(refresh_token, access_token, send_before)
         client = self._sync_client()
         try:
             action = next(flow)

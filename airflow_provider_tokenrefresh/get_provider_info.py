@@ -97,6 +97,12 @@ def _common_fields(*, access_token_required: bool) -> dict[str, Any]:
             "A refresh intent older than this counts as crashed; default: every attempt's timeout plus "
             "the lock lease plus 30 s (about 3 minutes). Never lower it below one refresh's worst case.",
         ),
+        "reuse_grace": _field(
+            "Vendor reuse window (s)",
+            {"type": ["number", "null"], "default": 0},
+            "Only if the vendor documents one (Okta, Auth0, Hydra, Cognito, WorkOS): a rotated refresh "
+            "token stays usable this long, so a lost answer is asked again inside it. 0 = strict.",
+        ),
     }
 
 

@@ -76,16 +76,19 @@ from airflow_provider_tokenrefresh.errors import (
     LockLost,
     RecordTakenOver,
     RefreshInFlight,
+    RefreshOutcomeUnknown,
     RefreshTokenRejected,
     StoreConflict,
     StoreError,
     TokenRefreshError,
 )
 from airflow_provider_tokenrefresh.lease import (
+    DEFAULT_ROUND_TRIP,
     Decision,
     View,
     decide,
     expiry_basis_for,
+    grace_retry_allowed,
     keeper_refresh_margin,
     lapse_warning,
     needs_refresh,
@@ -118,16 +121,25 @@ LAPSE_WARNING_EVERY = 3600.0
 
 
 def default_stale_after(
-    *, timeout: float, attempts: int, max_retry_after: float, lease_ttl: float, settle: float
+    *,
+    timeout: float,
+    attempts: int,
+    max_retry_after: float,
+    lease_ttl: float,
+    settle: float,
+    reuse_grace: float = 0.0,
 ) -> float:
     """The bound ``B``: an intent younger than this may still have a request at the vendor.
 
     Every attempt's full timeout, the longest waits between attempts, the lock's lease, the claim's
     settle time and a margin for clock skew and store latency. 186 s with the defaults (30 s
-    timeout, 3 attempts, 30 s Retry-After cap, file lock, Variable store).
+    timeout, 3 attempts, 30 s Retry-After cap, file lock, Variable store). With a vendor reuse
+    window, a lost answer may be asked again until the window closes: the window and one more
+    request's timeout are added.
     """
     attempts = max(1, attempts)
-    return attempts * timeout + (attempts - 1) * max_retry_after + lease_ttl + settle + STALE_MARGIN
+    again = reuse_grace + timeout if reuse_grace > 0 else 0.0
+    return attempts * timeout + (attempts - 1) * max_retry_after + lease_ttl + settle + again + STALE_MARGIN
 
 
 def process_identity() -> str:
@@ -226,6 +238,7 @@ class TokenKeeper:
         stale_after: float | None = None,
         settle: float | None = None,
         lock_explicit: bool = True,
+        reuse_grace: float = 0.0,
         on_secret: Callable[[str], object] | None = None,
         clock: Callable[[], datetime] = utcnow,
         refresh_expiry_basis: RefreshExpiryBasis | None = None,
@@ -260,9 +273,14 @@ class TokenKeeper:
                 max_retry_after=getattr(cs, "max_retry_after", 30.0),
                 lease_ttl=getattr(lock, "lease_ttl", 0.0),
                 settle=0.0 if getattr(store, "atomic", False) else self.settle,
+                reuse_grace=max(0.0, float(reuse_grace)),
             )
         self.stale_after = stale_after
         self.lock_explicit = lock_explicit
+        #: The vendor's reuse window (extra ``reuse_grace``): a lost answer is retried inside it.
+        self.reuse_grace = max(0.0, float(reuse_grace))
+        #: The last successful vendor round trip (seconds); what a retry must leave of the window.
+        self._round_trip = DEFAULT_ROUND_TRIP
         #: Answers that may or may not mean a dead token are asked this often before being believed.
         self.ambiguous_attempts = 3
         self.ambiguous_pause = 2.0
@@ -674,10 +692,16 @@ class TokenKeeper:
                     "session ended); no refresh was sent"
                 )
             )
-        return self._present(intent, claimed, replay=replay, suspect=base.state == "suspect")
+        return self._present(intent, claimed, replay=replay, suspect=base.state == "suspect", lease=lease)
 
     def _present(
-        self, intent: TokenRecord, version: Version, *, replay: bool, suspect: bool
+        self,
+        intent: TokenRecord,
+        version: Version,
+        *,
+        replay: bool,
+        suspect: bool,
+        lease: Lease | None = None,
     ) -> RefreshOutcome | _Retry:
         """Call the vendor with the intent's refresh token and store what it says."""
         assert intent.refresh_token is not None and intent.intent_id is not None
@@ -686,25 +710,42 @@ class TokenKeeper:
         # SIGINT or SIGALRM (execution_timeout) raised now would drop it. They are held until the
         # answer is stored (main thread only; see airflow_provider_tokenrefresh.shield).
         with deferred_signals("a refresh answer was on its way to the store"):
-            return self._ask_and_store(intent, version, replay=replay, suspect=suspect)
+            return self._ask_and_store(intent, version, replay=replay, suspect=suspect, lease=lease)
 
     def _ask_and_store(
-        self, intent: TokenRecord, version: Version, *, replay: bool, suspect: bool
+        self,
+        intent: TokenRecord,
+        version: Version,
+        *,
+        replay: bool,
+        suspect: bool,
+        lease: Lease | None = None,
     ) -> RefreshOutcome | _Retry:
         assert intent.refresh_token is not None and intent.intent_id is not None
         old_refresh = intent.refresh_token.get_secret_value()
         access = intent.access_token.get_secret_value() if intent.access_token else None
+        first_sent = time.monotonic()
         try:
             answer = self._call_vendor(old_refresh, access)
+            self._round_trip = time.monotonic() - first_sent
         except RefreshTokenRejected as exc:
             return self._on_rejected(intent, self._named(exc), replay=replay, suspect=suspect)
         except TokenRefreshError as exc:
             named = self._named(exc)
-            # Only an unknown outcome keeps the intent: the vendor may have rotated the token.
-            self._note_error(
-                intent, named, keep_intent=named.kind in ("outcome_unknown", "malformed_response")
+            again = (
+                self._again_in_reuse_window(intent, lease, first_sent)
+                if isinstance(exc, RefreshOutcomeUnknown)
+                else None
             )
-            raise named from None
+            if isinstance(again, RefreshTokenRejected):
+                return self._on_rejected(intent, again, replay=replay, suspect=suspect)
+            if again is None:
+                # Only an unknown outcome keeps the intent: the vendor may have rotated the token.
+                self._note_error(
+                    intent, named, keep_intent=named.kind in ("outcome_unknown", "malformed_response")
+                )
+                raise named from None
+            answer = again
         self._step("after_answer")
         new = (
             intent.without_intent()
@@ -740,6 +781,65 @@ class TokenKeeper:
             else "not renewed",
         )
         return RefreshOutcome(stored, refreshed=True, rotated=rotated, renewed=renewed)
+
+    def _again_in_reuse_window(
+        self, intent: TokenRecord, lease: Lease | None, first_sent: float
+    ) -> TokenSet | RefreshTokenRejected | None:
+        """The answer was lost (``outcome_unknown``): inside the vendor's reuse window
+        (``reuse_grace``), send the same refresh token again, as the vendor allows.
+
+        Each try first re-reads the store (the intent must still be ours) and re-checks the lease,
+        and goes only while the time since the first send plus one round trip is inside the window
+        (:func:`~airflow_provider_tokenrefresh.lease.grace_retry_allowed`); the client sends nothing
+        once the window has closed. ``None``: not recovered (today's path: the intent is kept and
+        the outcome stays unknown); a rejection is returned for the caller to handle as one.
+        """
+        if self.reuse_grace <= 0 or lease is None:
+            return None
+        assert intent.refresh_token is not None
+        refresh_token = intent.refresh_token.get_secret_value()
+        access = intent.access_token.get_secret_value() if intent.access_token else None
+        while True:
+            elapsed = time.monotonic() - first_sent
+            if not grace_retry_allowed(elapsed, self._round_trip, self.reuse_grace):
+                log.warning(
+                    "%s: the vendor's answer was lost; %.1fs after the first send, its reuse window (%gs) "
+                    "less a round trip (%.2fs) leaves no time, so the refresh token is not sent again",
+                    self.name,
+                    elapsed,
+                    self.reuse_grace,
+                    self._round_trip,
+                )
+                return None
+            try:
+                stored, _ = self._read()
+            except TokenRefreshError:
+                return None
+            if stored is None or stored.intent_id != intent.intent_id or not lease.still_held():
+                log.warning("%s: the answer was lost and the refresh is no longer this process's", self.name)
+                return None
+            log.warning(
+                "%s: the vendor's answer was lost; sending the same refresh token again inside the "
+                "vendor's reuse window (%.1fs of %gs gone)",
+                self.name,
+                elapsed,
+                self.reuse_grace,
+            )
+            self._step("reuse_window_retry")
+            try:
+                answer = self.client.refresh(
+                    refresh_token, access, send_before=first_sent + self.reuse_grace - self._round_trip
+                )
+            except RefreshTokenRejected as exc:
+                rejected = self._named(exc)
+                assert isinstance(rejected, RefreshTokenRejected)  # with_conn_id keeps the type
+                return rejected
+            except RefreshOutcomeUnknown:
+                continue
+            except TokenRefreshError:
+                return None
+            log.warning("%s: recovered inside the vendor's reuse window", self.name)
+            return answer
 
     def _call_vendor(self, refresh_token: str, access_token: str | None) -> TokenSet:
         """One refresh; an ambiguous rejection (a gateway's HTML 403, a code the vendor document

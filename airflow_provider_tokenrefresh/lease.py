@@ -35,6 +35,20 @@ RefuseKind = Literal["reauth_required", "newer_schema", "lock_mismatch", "stale_
 
 #: How many superseded seed fingerprints a record remembers.
 MAX_SUPERSEDED_SEEDS = 64
+#: The vendor round trip assumed before one was measured, and the least one assumed (seconds).
+DEFAULT_ROUND_TRIP = 1.0
+MIN_ROUND_TRIP = 0.25
+
+
+def grace_retry_allowed(elapsed: float, round_trip: float, window: float) -> bool:
+    """Whether a refresh token whose answer was lost may be sent again (extra ``reuse_grace``).
+
+    Only while the time since the first send plus one round trip (at least
+    :data:`MIN_ROUND_TRIP`) stays below the vendor's reuse window: the vendor started that window
+    when it rotated the token, which was after the first send, so the retry lands inside it. A
+    window of 0 (strict reuse detection, the default) never allows it.
+    """
+    return window > 0 and elapsed >= 0 and elapsed + max(round_trip, MIN_ROUND_TRIP) < window
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,9 @@ class ExtraSettings(BaseModel):
     refresh_stale_after: float | None = Field(default=None, gt=0, le=86400)
     #: Claim settle time for the Variable store (twice its assumed read-to-visible bound).
     intent_settle: float | None = Field(default=None, gt=0, le=60)
+    #: The vendor's reuse window in seconds (Okta 30, WorkOS 30...): a lost answer is asked again
+    #: with the same refresh token inside it. 0 (default): strict reuse detection, never resent.
+    reuse_grace: float = Field(default=0.0, ge=0, le=600)
     dialect: dict[str, Any] | None = None
 
     @field_validator("verify", mode="before")
@@ -104,6 +107,11 @@ class ExtraSettings(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("reuse_grace", mode="before")
+    @classmethod
+    def _blank_is_zero(cls, value: Any) -> Any:
+        return 0.0 if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @field_validator("dialect", mode="before")
     @classmethod

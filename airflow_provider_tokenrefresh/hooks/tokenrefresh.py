@@ -132,6 +132,7 @@ class TokenRefreshHook(BaseHook):
                     max_retry_after=client.settings.max_retry_after,
                     lease_ttl=lock.lease_ttl,
                     settle=0.0 if store.atomic else (extra.intent_settle or 0.0),
+                    reuse_grace=extra.reuse_grace,
                 )
                 - STALE_MARGIN
             )
@@ -157,6 +158,7 @@ class TokenRefreshHook(BaseHook):
             stale_after=extra.refresh_stale_after,
             settle=extra.intent_settle,
             lock_explicit=extra.lock != "auto",
+            reuse_grace=extra.reuse_grace,
             on_secret=_mask,
         )
 

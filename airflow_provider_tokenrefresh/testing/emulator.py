@@ -44,7 +44,9 @@ from airflow_provider_tokenrefresh.testing.server import (
 )
 from airflow_provider_tokenrefresh.testing.state import (
     DAY,
+    GRACE_MODES,
     FamilySnapshot,
+    GraceMode,
     IssuedTokens,
     RefreshOutcome,
     RefreshResult,
@@ -96,6 +98,8 @@ class CommonOptions(TypedDict, total=False):
     client_secret: str
     rotation: bool
     reuse_detection: bool
+    reuse_grace: float
+    grace_mode: GraceMode
     access_ttl: float | None
     refresh_ttl: float | None
     latency: float
@@ -121,6 +125,11 @@ class VendorEmulator(TokenState, FaultInjection):
         ``False`` the same refresh token stays valid (until its own expiry).
     :param reuse_detection: presenting a retired refresh token revokes its whole family: the current
         refresh token and every access token of the family stop working.
+    :param reuse_grace: the vendor's reuse window in seconds (default 0: strict, as the five vendor
+        documents describe). A refresh token rotated less than this long ago is still honoured once
+        more, as Okta, Auth0, Ory Hydra, AWS Cognito and WorkOS do; ``grace_mode`` says how.
+    :param grace_mode: ``same_pair``, ``new_pair`` or ``previous_only`` (see
+        :data:`~airflow_provider_tokenrefresh.testing.state.GraceMode`).
     :param access_ttl: access-token lifetime in seconds (vendor default when ``None``).
     :param refresh_ttl: refresh-token lifetime in seconds (vendor default when ``None``).
     :param latency: seconds added to every token-endpoint request.
@@ -162,6 +171,8 @@ class VendorEmulator(TokenState, FaultInjection):
         client_secret: str = "demo-secret",  # noqa: S107 - a throwaway emulator credential
         rotation: bool = True,
         reuse_detection: bool = True,
+        reuse_grace: float = 0.0,
+        grace_mode: GraceMode = "new_pair",
         access_ttl: float | None = None,
         refresh_ttl: float | None = None,
         latency: float = 0.0,
@@ -178,8 +189,12 @@ class VendorEmulator(TokenState, FaultInjection):
             raise ValueError(f"token_charset must be 'urlsafe' or 'base64', not {token_charset!r}")
         self.client_id = client_id
         self.client_secret = client_secret
+        if grace_mode not in GRACE_MODES:
+            raise ValueError(f"grace_mode must be one of {', '.join(GRACE_MODES)}, not {grace_mode!r}")
         self.rotation = rotation
         self.reuse_detection = reuse_detection
+        self.reuse_grace = float(reuse_grace)
+        self.grace_mode: GraceMode = grace_mode
         self.access_ttl = float(self.default_access_ttl if access_ttl is None else access_ttl)
         self.refresh_ttl = float(self.default_refresh_ttl if refresh_ttl is None else refresh_ttl)
         self.latency = float(latency)

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
 DAY = 86400.0
 
 TokenCharset = Literal["urlsafe", "base64"]
+#: How a vendor with a reuse window (``reuse_grace`` > 0) answers a retired refresh token presented
+#: within it (the industry's variants; strict reuse detection, no window, is the default):
+#:
+#: * ``same_pair``: the answer the token got when it was rotated, once more (an idempotent replay);
+#: * ``new_pair``: a new pair in the same chain; the family's current refresh token is retired;
+#: * ``previous_only``: like ``new_pair``, but only the most recently retired token is tolerated
+#:   (an older one within its window is reuse).
+GraceMode = Literal["same_pair", "new_pair", "previous_only"]
+GRACE_MODES: tuple[GraceMode, ...] = ("same_pair", "new_pair", "previous_only")
 
 
 def secrets_equal(given: str, expected: str) -> bool:
@@ -85,6 +94,10 @@ class _Family:
     access_expires_at: float
     access_tokens: dict[str, float] = field(default_factory=dict)
     retired_refresh: set[str] = field(default_factory=set)
+    #: When each retired refresh token was retired, and the answer it got (for the reuse window).
+    retired_at: dict[str, float] = field(default_factory=dict)
+    rotation_answers: dict[str, IssuedTokens] = field(default_factory=dict)
+    previous_refresh: str | None = None
     revoked: bool = False
     revoked_reason: str | None = None
     refreshes: int = 0
@@ -160,6 +173,8 @@ class TokenState(Ledger):
     refresh_ttl: float
     rotation: bool
     reuse_detection: bool
+    reuse_grace: float = 0.0
+    grace_mode: GraceMode = "new_pair"
     revoke_old_access_tokens: bool
     token_charset: TokenCharset
     clock: Callable[[], float]
@@ -227,6 +242,11 @@ class TokenState(Ledger):
                 return RefreshResult("invalid_grant", "revoked")
             if refresh_token != family.refresh_token:
                 # A retired (already rotated) refresh token of this family.
+                if self._within_grace(family, refresh_token, now):
+                    self._counters["grace_reuse"] += 1
+                    if self.grace_mode == "same_pair":
+                        return RefreshResult("ok", tokens=family.rotation_answers[refresh_token], rotated=True)
+                    return self._rotate(family, now)
                 if self.reuse_detection:
                     self._revoke(family, "refresh token reuse detected")
                     self._counters["reuse_detected"] += 1
@@ -241,35 +261,49 @@ class TokenState(Ledger):
                 and now >= family.access_expires_at
             ):
                 return RefreshResult("bad_auth", "expired access token")
+            return self._rotate(family, now)
 
-            access = self._new_token("at")
-            if self.revoke_old_access_tokens:
-                for old in family.access_tokens:
-                    self._access_index.pop(old, None)
-                family.access_tokens.clear()
-            family.access_token = access
-            family.access_expires_at = now + self.access_ttl
-            family.access_tokens[access] = family.access_expires_at
-            self._access_index[access] = family.family_id
-            if self.rotation:
-                new_refresh = self._new_token("rt")
-                family.retired_refresh.add(family.refresh_token)
-                family.refresh_token = new_refresh
-                family.refresh_expires_at = now + self.refresh_ttl
-                self._refresh_index[new_refresh] = family.family_id
-            family.refreshes += 1
-            return RefreshResult(
-                "ok",
-                tokens=IssuedTokens(
-                    access_token=access,
-                    refresh_token=family.refresh_token,
-                    family_id=family.family_id,
-                    expires_in=self.access_ttl,
-                    refresh_expires_in=max(0.0, family.refresh_expires_at - now),
-                    scope=family.scope,
-                ),
-                rotated=self.rotation,
-            )
+    def _within_grace(self, family: _Family, refresh_token: str, now: float) -> bool:
+        """Whether a retired ``refresh_token`` falls inside the vendor's reuse window."""
+        retired = family.retired_at.get(refresh_token)
+        if self.reuse_grace <= 0 or retired is None or now - retired >= self.reuse_grace:
+            return False
+        return self.grace_mode != "previous_only" or refresh_token == family.previous_refresh
+
+    def _rotate(self, family: _Family, now: float) -> RefreshResult:
+        """A successful refresh of ``family`` (caller holds the lock): a new access token and, with
+        rotation, a new refresh token that retires the current one."""
+        access = self._new_token("at")
+        if self.revoke_old_access_tokens:
+            for old in family.access_tokens:
+                self._access_index.pop(old, None)
+            family.access_tokens.clear()
+        family.access_token = access
+        family.access_expires_at = now + self.access_ttl
+        family.access_tokens[access] = family.access_expires_at
+        self._access_index[access] = family.family_id
+        retiring = family.refresh_token
+        if self.rotation:
+            new_refresh = self._new_token("rt")
+            family.retired_refresh.add(retiring)
+            family.previous_refresh = retiring
+            if self.reuse_grace > 0:  # only a vendor with a reuse window remembers when and what
+                family.retired_at[retiring] = now
+            family.refresh_token = new_refresh
+            family.refresh_expires_at = now + self.refresh_ttl
+            self._refresh_index[new_refresh] = family.family_id
+        family.refreshes += 1
+        tokens = IssuedTokens(
+            access_token=access,
+            refresh_token=family.refresh_token,
+            family_id=family.family_id,
+            expires_in=self.access_ttl,
+            refresh_expires_in=max(0.0, family.refresh_expires_at - now),
+            scope=family.scope,
+        )
+        if self.rotation and self.reuse_grace > 0:
+            family.rotation_answers[retiring] = tokens
+        return RefreshResult("ok", tokens=tokens, rotated=self.rotation)
 
     def process_refresh(
         self,

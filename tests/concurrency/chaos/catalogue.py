@@ -30,6 +30,9 @@ COMBOS = (
 #: to every reader at once.
 SETTLE = 0.5
 
+#: The vendor's reuse window in grace rounds (seconds; below the 5 s stale bound of the chaos keepers).
+GRACE_WINDOW = 3.0
+
 #: The two torn writes of each store, alternating by round (odd rounds: the first).
 TORN_VARIANTS = {
     "file": ("partial", "before_rename"),
@@ -80,6 +83,11 @@ class FaultClass:
     store_fault: str | None = None
     vendor_fault: tuple[str, dict[str, object]] | None = None
     signal_name: str | None = None
+    #: The vendor's reuse-window variant for the round (and the keeper's ``reuse_grace``); ``None``:
+    #: strict reuse detection, as the vendor documents describe.
+    grace: str | None = None
+    #: The holder's read timeout (a held answer past it is lost); ``None``: the round's default.
+    client_timeout: float | None = None
 
     def expected_end(self, store: str, n: int | None = None) -> frozenset[str]:
         """The end states allowed on ``store`` (in round ``n``: a torn write's variant decides)."""
@@ -162,6 +170,27 @@ FAULTS: dict[str, FaultClass] = {
             {"error:outcome_unknown"},
             REAUTH,
             vendor_fault=("slow", {"delay": 0.8}),
+            client_timeout=0.3,
+        ),
+        # The same lost answers on vendors with a reuse window, and the keeper told of it: the
+        # refresh token is sent again inside the window and the chain is recovered.
+        _f("grace_drop_after_new_pair", "plain", {"token"}, VALID, vendor_fault=("drop_after", {}), grace="new_pair"),
+        _f(
+            "grace_drop_after_previous_only",
+            "plain",
+            {"token"},
+            VALID,
+            vendor_fault=("drop_after", {}),
+            grace="previous_only",
+        ),
+        _f(
+            "grace_timeout_same_pair",
+            "plain",
+            {"token"},
+            VALID,
+            vendor_fault=("slow", {"delay": 0.8}),
+            client_timeout=0.3,
+            grace="same_pair",
         ),
         _f(
             "lease_lost_before_call",

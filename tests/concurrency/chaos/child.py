@@ -241,6 +241,7 @@ def child_main(cfg: dict[str, Any], conn: Any, holder_dead: Any) -> None:
             lock_timeout=20,
             stale_after=cfg["stale_after"],
             settle=cfg.get("settle"),
+            reuse_grace=cfg.get("reuse_grace", 0.0),
             clock=_clock(cfg["clock_offset"], holder_dead, cfg["stale_after"]),
         )
 

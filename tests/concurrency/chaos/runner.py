@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import COMBOS, FAULTS, SETTLE, FaultClass, torn_variant
+from .catalogue import COMBOS, FAULTS, GRACE_WINDOW, SETTLE, FaultClass, torn_variant
 from .child import child_main
 from .servers import Servers, chaos_servers, wait_for
 
@@ -209,8 +209,11 @@ def stage(rnd: Round) -> None:
         kind, params = fault.vendor_fault
         emu.inject(kind, **params)
     extra: dict[str, Any] = {"kill_at": fault.kill_at, "store_fault": fault.store_fault}
-    if fault.name == "vendor_timeout":
-        extra["client_timeout"] = 0.3
+    if fault.client_timeout is not None:
+        extra["client_timeout"] = fault.client_timeout
+    if fault.grace is not None:  # this round's vendor has a reuse window, and the keeper knows it
+        emu.reuse_grace, emu.grace_mode = GRACE_WINDOW, fault.grace
+        extra["reuse_grace"] = GRACE_WINDOW
     if fault.flow == "plain":
         proc, _ = rnd.start("holder", rnd.cfg("holder", **extra))
         rnd.finish(proc)
@@ -259,7 +262,10 @@ def play(run: Run, n: int, fault: FaultClass, store: str, lock: str) -> str:
     rnd = Round(run, n, fault, store, lock)
     began = time.monotonic()
     try:
-        stage(rnd)
+        try:
+            stage(rnd)
+        finally:
+            run.emulator.reuse_grace = 0.0  # strict again: the recovery run and later rounds
         judge.torn_evidence(rnd)
         run.emulator.clear_faults()
         proc, _ = rnd.start("recovery", rnd.cfg("recovery"))
