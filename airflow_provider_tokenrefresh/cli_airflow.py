@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
     from datetime import datetime
 
 EXIT_OK = 0
@@ -156,9 +157,33 @@ def _error_row(conn_id: str, exc: BaseException, *, reachable: bool) -> dict[str
     return {"conn_id": conn_id, "state": "error", "last_error": redact(message), "check": check}
 
 
-def _quiet_stdout() -> contextlib.AbstractContextManager[object]:
-    """Airflow logs to stdout; keep stdout for our output (JSON must stay parseable)."""
-    return contextlib.redirect_stdout(sys.stderr)
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Airflow logs to stdout; keep stdout for our output (JSON must stay parseable).
+
+    Swapping ``sys.stdout`` is not enough: Airflow's structlog logger holds the stream object it
+    was configured with (a secrets-masker warning went to stdout and broke ``status --json``). So
+    file descriptor 1 itself points at stderr meanwhile, and every stream is flushed either side.
+    """
+    streams = [s for s in {id(x): x for x in (sys.stdout, sys.__stdout__)}.values() if s is not None]
+    for stream in streams:
+        stream.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (a closed stdout): nothing to protect
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _tokenrefresh_conn_ids() -> list[str]:

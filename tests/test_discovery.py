@@ -14,9 +14,15 @@ from airflow_provider_tokenrefresh.discovery import (
 
 
 def test_conn_type_of_uri_and_json() -> None:
-    assert conn_type_of("tokenrefresh-oauth2-basic://id:secret@vendor.example/?x=1") == "tokenrefresh_oauth2_basic"
+    assert (
+        conn_type_of("tokenrefresh-oauth2-basic://id:secret@vendor.example/?x=1")
+        == "tokenrefresh_oauth2_basic"
+    )
     assert conn_type_of("tokenrefresh_appid_json://vendor") == "tokenrefresh_appid_json"
-    assert conn_type_of(json.dumps({"conn_type": "tokenrefresh_bearer_json", "host": "h"})) == "tokenrefresh_bearer_json"
+    assert (
+        conn_type_of(json.dumps({"conn_type": "tokenrefresh_bearer_json", "host": "h"}))
+        == "tokenrefresh_bearer_json"
+    )
     assert conn_type_of('{"host": "h"}') is None
     assert conn_type_of("{not json") is None
     assert conn_type_of("no scheme here") is None

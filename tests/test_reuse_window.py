@@ -133,7 +133,9 @@ def test_a_lost_answer_is_recovered_inside_the_vendors_window(
     assert emu.counters.get("invalid_grant", 0) == 0 and emu.families_revoked == 0
     stored = _stored_refresh_token(tmp_path)
     assert emu.is_refresh_token_valid(stored)  # the chain lives at the vendor
-    assert record.access_token is not None and emu.is_access_token_valid(record.access_token.get_secret_value())
+    assert record.access_token is not None and emu.is_access_token_valid(
+        record.access_token.get_secret_value()
+    )
 
 
 def test_a_strict_vendor_is_never_asked_again_by_default(
