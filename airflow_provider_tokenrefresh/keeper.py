@@ -87,11 +87,11 @@ from airflow_provider_tokenrefresh.lease import (
     Decision,
     View,
     decide,
+    effective_margin,
     expiry_basis_for,
     grace_retry_allowed,
     keeper_refresh_margin,
     lapse_warning,
-    needs_refresh,
 )
 from airflow_provider_tokenrefresh.redaction import redact, remember_secrets
 from airflow_provider_tokenrefresh.shield import deferred_signals
@@ -116,6 +116,51 @@ DEFAULT_MIN_TTL = 300.0
 DEFAULT_SETTLE = 6.0
 #: Added to the worst-case duration of one refresh to get the stale bound.
 STALE_MARGIN = 30.0
+#: How long a process uses its cached record without reading the store again (seconds). Within it,
+#: a token another process stored (a rotation, a re-seed, a record marked suspect or
+#: reauth_required) is not seen; a 401 from the vendor still makes the caller re-read at once
+#: (TokenAuth). After it, the next call re-reads the store: one store read per key per minute.
+CACHE_FOR = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _HotEntry:
+    """A cached record with its deadlines precomputed (epoch seconds) for the hot path."""
+
+    record: TokenRecord
+    #: Seed fingerprints this record serves (its own and the ones it superseded).
+    seeds: frozenset[str]
+    expires_at: float
+    #: Half the access token's lifetime (the cap of any margin: lease.effective_margin), or inf.
+    half_life: float
+    #: min(when the refresh token falls due, when the cache stops being trusted).
+    trusted_until: float
+
+
+def hot_entry(record: TokenRecord, now: float, refresh_margin: float, cache_for: float) -> _HotEntry | None:
+    """The hot-path entry of ``record``, or ``None`` when it must not be served from memory
+    (not valid, a refresh in flight, no access token or expiry). Pure; the same rule as
+    :func:`~airflow_provider_tokenrefresh.lease.needs_refresh`, with the dates turned into floats."""
+    if (
+        record.state != "valid"
+        or record.refresh_started_at is not None
+        or record.access_token is None
+        or record.expires_at is None
+    ):
+        return None
+    lifetime = record.access_lifetime()
+    half_life = lifetime / 2 if lifetime is not None and lifetime > 0 else float("inf")
+    until = now + cache_for
+    if record.reauth_deadline is None:
+        if record.refresh_token is None:
+            return None
+        if record.refresh_expires_at is not None:
+            due = record.refresh_expires_at.timestamp() - effective_margin(
+                refresh_margin, record.refresh_lifetime()
+            )
+            until = min(until, due)
+    seeds = frozenset(fp for fp in (record.seed_fingerprint, *record.superseded_seeds) if fp)
+    return _HotEntry(record, seeds, record.expires_at.timestamp(), half_life, until)
 #: The same refresh-token warning is logged again by one process after this many seconds.
 LAPSE_WARNING_EVERY = 3600.0
 
@@ -212,8 +257,9 @@ class TokenKeeper:
         ``[tokenrefresh] refresh_token_horizon``, else 7 days).
     """
 
-    # In-process cache shared by every keeper of a key in this process: a hit costs no store read.
-    _cache: ClassVar[dict[str, TokenRecord]] = {}
+    # In-process cache shared by every keeper of a key in this process: a hit costs no store read,
+    # no datetime arithmetic and no allocation (deadlines precomputed as epoch floats; _HotEntry).
+    _cache: ClassVar[dict[str, _HotEntry]] = {}
     # Rotated records whose write failed, with the id of the intent they answer: the only copy of a
     # live refresh token; retried first.
     _unsaved: ClassVar[dict[str, tuple[TokenRecord, str | None]]] = {}
@@ -287,6 +333,11 @@ class TokenKeeper:
         self.me = process_identity()
         self._on_secret = on_secret
         self._clock = clock
+        #: The same clock as epoch seconds (``time.time`` itself for the default clock: no datetime).
+        self._now: Callable[[], float] = time.time if clock is utcnow else (lambda: clock().timestamp())
+        #: How long a cached record is used without looking at the store (CACHE_FOR, seconds).
+        self.cache_for = CACHE_FOR
+        self._fingerprint = seed.fingerprint
         #: Called with the name of each step of a refresh ("intent_written", "before_request",
         #: "after_answer", "after_write"): tracing, and the chaos tests' crash points.
         self.checkpoint: Callable[[str], None] | None = None
@@ -365,8 +416,12 @@ class TokenKeeper:
             self.checkpoint(name)
 
     def _cache_put(self, record: TokenRecord) -> None:
+        entry = hot_entry(record, self._now(), self.refresh_margin, self.cache_for)
         with self._guard:
-            self._cache[self.key] = record
+            if entry is None:
+                self._cache.pop(self.key, None)
+            else:
+                self._cache[self.key] = entry
 
     def _forget(self) -> None:
         with self._guard:
@@ -398,18 +453,13 @@ class TokenKeeper:
 
         :raises TokenRefreshError: a subclass naming the connection; never with a secret in it.
         """
-        cached = self._cache.get(self.key)
-        if (
-            cached is not None
-            and cached.state == "valid"
-            and cached.refresh_started_at is None
-            and (
-                cached.seed_fingerprint == self.seed.fingerprint
-                or self.seed.fingerprint in cached.superseded_seeds
-            )
-            and not needs_refresh(cached, self._view(cached, min_ttl=min_ttl))
-        ):
-            return cached
+        hot = self._cache.get(self.key)
+        if hot is not None and self._fingerprint in hot.seeds:
+            now = self._now()
+            if now < hot.trusted_until and hot.expires_at - now >= (
+                min_ttl if min_ttl < hot.half_life else hot.half_life
+            ):
+                return hot.record
         return self.refresh(min_ttl=min_ttl).record
 
     @property
