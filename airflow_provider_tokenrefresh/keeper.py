@@ -128,6 +128,8 @@ class _HotEntry:
     """A cached record with its deadlines precomputed (epoch seconds) for the hot path."""
 
     record: TokenRecord
+    #: The access token itself (what ``hook.get_token()`` returns on a hit).
+    access: str = field(repr=False)
     #: Seed fingerprints this record serves (its own and the ones it superseded).
     seeds: frozenset[str]
     expires_at: float
@@ -160,7 +162,8 @@ def hot_entry(record: TokenRecord, now: float, refresh_margin: float, cache_for:
             )
             until = min(until, due)
     seeds = frozenset(fp for fp in (record.seed_fingerprint, *record.superseded_seeds) if fp)
-    return _HotEntry(record, seeds, record.expires_at.timestamp(), half_life, until)
+    access = record.access_token.get_secret_value()
+    return _HotEntry(record, access, seeds, record.expires_at.timestamp(), half_life, until)
 #: The same refresh-token warning is logged again by one process after this many seconds.
 LAPSE_WARNING_EVERY = 3600.0
 
@@ -453,14 +456,21 @@ class TokenKeeper:
 
         :raises TokenRefreshError: a subclass naming the connection; never with a secret in it.
         """
+        hot = self.cached(min_ttl)
+        return hot.record if hot is not None else self.refresh(min_ttl=min_ttl).record
+
+    def cached(self, min_ttl: float = DEFAULT_MIN_TTL) -> _HotEntry | None:
+        """This process's cached entry (``.record``, ``.access``: the access token) if it serves
+        ``min_ttl`` now, else ``None`` (then :meth:`get_valid_token` reads the store and refreshes
+        if needed). The hot path: no store read, no datetime, no allocation."""
         hot = self._cache.get(self.key)
         if hot is not None and self._fingerprint in hot.seeds:
             now = self._now()
             if now < hot.trusted_until and hot.expires_at - now >= (
                 min_ttl if min_ttl < hot.half_life else hot.half_life
             ):
-                return hot.record
-        return self.refresh(min_ttl=min_ttl).record
+                return hot
+        return None
 
     @property
     def refresh_token_horizon(self) -> float:

@@ -60,6 +60,9 @@ NAMES = (REFRESH_COUNT, REFRESH_DURATION, FAILURE_COUNT, LOCK_WAIT, ACCESS_TTL, 
 SUCCESS = "success"
 #: The ``kind`` of a failure that is not one of the provider's errors (a bug, a library's error).
 UNEXPECTED = "unexpected"
+#: The same record's gauges are sent again at most this often (seconds): a process that uses a
+#: cached token many times a second sends them a few times a minute, not per call.
+RECORD_GAUGES_EVERY = 10.0
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _TAG_MAX = 100
@@ -289,6 +292,8 @@ class ConnectionMetrics:
     def __init__(self, conn_id: str, dialect: str | None) -> None:
         self.conn_id = conn_id
         self.dialect = dialect
+        self._last_record: TokenRecord | None = None
+        self._last_record_at = 0.0
 
     def vendor_call(self, seconds: float, error: BaseException | None) -> None:
         """A request to the vendor ended (``error`` is ``None`` on success)."""
@@ -303,7 +308,12 @@ class ConnectionMetrics:
         emit(failure_points(self.conn_id, self.dialect, exc))
 
     def record(self, record: TokenRecord) -> None:
-        """The record a token operation ended with."""
+        """The record a token operation ended with: its gauges, at most every
+        :data:`RECORD_GAUGES_EVERY` seconds for the same record (a cache hit costs no emit)."""
+        now = time.monotonic()
+        if record is self._last_record and now - self._last_record_at < RECORD_GAUGES_EVERY:
+            return
+        self._last_record, self._last_record_at = record, now
         emit(record_points(self.conn_id, self.dialect, record))
 
     def instrument(self, client: Any, lock: Any) -> None:

@@ -38,6 +38,28 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def interleaved_ns_per_op(
+    variants: dict[str, tuple[Callable[[], object], int]], repeat: int = 7
+) -> dict[str, dict[str, Any]]:
+    """ns per call of each variant: ``repeat`` rounds, each timing every variant once in turn (so a
+    change of load hits all of them alike); the median and the minimum of the rounds.
+
+    :param variants: name -> (function, calls per round).
+    """
+    import timeit
+
+    for fn, _ in variants.values():
+        fn()  # warm
+    per_op: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, (fn, number) in variants.items():
+            per_op[name].append(timeit.Timer(fn).timeit(number) / number * 1e9)
+    return {
+        name: {"median_ns": median(v), "min_ns": min(v), "number": variants[name][1], "repeat": repeat}
+        for name, v in per_op.items()
+    }
+
+
 def ratio(ours: float, peer: float) -> float | None:
     """``ours / peer``; ``None`` when undefined (peer zero or either side NaN)."""
     if peer == 0 or math.isnan(ours) or math.isnan(peer):

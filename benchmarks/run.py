@@ -29,7 +29,7 @@ from benchmarks.common import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-ORDER = ("herd", "fanout", "hotpath", "importcost", "overhead")
+ORDER = ("herd", "fanout", "hotpath", "hotpath_task", "importcost", "overhead")
 
 WARM_IMPORTS = (
     "import airflow.sdk, airflow.providers.http.operators.http, httpx, httpcore, "
@@ -165,12 +165,44 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(r['peer']['median_ns'], digits=0)} | {_ratio(hot['ratios']['cache_vs_peer'])} |"
         )
         rows.append(
+            f"| | ns/op, `hook.get_token()`, cache hit (vs our cache hit) | {_fmt(r['ours_hook']['median_ns'], digits=0)} | "
+            f"{_fmt(r['ours_cache']['median_ns'], digits=0)} | {_ratio(hot['ratios']['hook_vs_cache'])} |"
+        )
+        rows.append(
             f"| | ns/op, via FileTokenStore (`clear_cache()` first) | {_fmt(r['ours_store']['median_ns'], digits=0)} | "
             f"{_fmt(r['peer']['median_ns'], digits=0)} | {_ratio(hot['ratios']['store_vs_peer'])} |"
         )
         rows.append(
             f"| | ns/op, via store vs peer reading its JSON file | {_fmt(r['ours_store']['median_ns'], digits=0)} | "
             f"{_fmt(r['peer_file']['median_ns'], digits=0)} | {_ratio(hot['ratios']['store_vs_peer_file'])} |"
+        )
+    if hot:
+        g = hot["goals"]
+        goals.append(
+            f"cache hit <= {g['cache_vs_peer_at_most']:.1f}x Authlib: {'met' if g['cache_vs_peer_met'] else 'MISSED'} "
+            f"({_ratio(hot['ratios']['cache_vs_peer'])})"
+        )
+        goals.append(
+            f"hook.get_token() <= {g['hook_vs_cache_at_most']:.0f}x the cache hit: "
+            f"{'met' if g['hook_vs_cache_met'] else 'MISSED'} ({_ratio(hot['ratios']['hook_vs_cache'])})"
+        )
+    task = results.get("hotpath_task")
+    if task:
+        r = task["results"]
+        name = "Hot path inside a real Airflow task (peer: Authlib in the same task)"
+        rows.append(
+            f"| {name} | ns/op, `hook.get_token()` vs the keeper's cache hit | {_fmt(r['in_task_hook'], digits=0)} | "
+            f"{_fmt(r['in_task_cache'], digits=0)} | {_ratio(task['ratios']['hook_vs_cache'])} |"
+        )
+        rows.append(
+            f"| | ns/op, the keeper's cache hit vs Authlib | {_fmt(r['in_task_cache'], digits=0)} | "
+            f"{_fmt(r['in_task_peer'], digits=0)} | {_ratio(task['ratios']['cache_vs_peer'])} |"
+        )
+        rows.append(f"| | first `get_token()` of the task (ms; Variable store claim settles 6 s) | {r['first_call_ms']:.0f} | — | |")
+        g = task["goals"]
+        goals.append(
+            f"hook.get_token() in a task <= {g['hook_vs_cache_at_most']:.0f}x the cache hit: "
+            f"{'met' if g['hook_vs_cache_met'] else 'MISSED'} ({_ratio(task['ratios']['hook_vs_cache'])})"
         )
     imports = results.get("importcost")
     if imports:
@@ -236,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    from benchmarks import fanout, herd, importcost
+    from benchmarks import fanout, herd, hotpath_task, importcost
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "herd": herd.run,
         "fanout": (lambda: fanout.run(budget=args.fanout_budget)) if args.fanout_budget else fanout.run,
         "hotpath": lambda: run_in_child("benchmarks.hotpath"),
+        "hotpath_task": hotpath_task.run,
         "importcost": importcost.run,
         "overhead": lambda: run_in_child("benchmarks.overhead"),
     }

@@ -220,7 +220,18 @@ class TokenRefreshHook(BaseHook):
         return record
 
     def get_token(self, min_ttl: float | None = None) -> str:
-        """A valid access token (masked in task logs). Never put it in XCom or a templated field."""
+        """A valid access token (masked in task logs). Never put it in XCom or a templated field.
+
+        A token this process holds in its cache (for at most ``keeper.CACHE_FOR`` seconds) is
+        returned without a store read; otherwise the keeper reads the store and refreshes if needed.
+        """
+        keeper = self.__dict__.get("keeper")
+        if keeper is not None:
+            wanted = self._min_ttl if min_ttl is None else min_ttl
+            hot = keeper.cached(self.settings.extra.refresh_margin if wanted is None else wanted)
+            if hot is not None:
+                token: str = hot.access
+                return token
         record = self.get_record(min_ttl)
         assert record.access_token is not None
         return record.access_token.get_secret_value()

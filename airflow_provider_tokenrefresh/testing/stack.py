@@ -303,6 +303,16 @@ class AirflowStack:
                 time.sleep(1)
         raise RuntimeError(f"run {dag_id}/{run_id} not finished within {timeout}s")
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """A task's ``return_value`` XCom, deserialized, from the REST API."""
+        with self.api() as api:
+            response = api.get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                params={"deserialize": True},
+            )
+        response.raise_for_status()
+        return response.json()["value"]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Task instances of a run (REST API)."""
         with self.api() as api:

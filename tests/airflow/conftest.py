@@ -42,13 +42,7 @@ class Deployment:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, deserialized, from the REST API."""
-        with self.stack.api() as api:
-            response = api.get(
-                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-                params={"deserialize": True},
-            )
-        response.raise_for_status()
-        return response.json()["value"]
+        return self.stack.xcom(dag_id, run_id, task_id)
 
     def seed_connection(self, dialect: str, **extra: Any) -> Any:
         emu = self.emulators[dialect]
