@@ -18,6 +18,7 @@ help:
 	@echo "make demo    - run the main job on embedded defaults and print what happened"
 	@echo "make up      - the demo deployment on 127.0.0.1 (UI, demo connections and DAGs) until Ctrl-C"
 	@echo "make test    - install everything (uv, Python deps, system servers) and run all tests"
+	@echo "make test-compat - a smoke set on each supported Airflow minor (AIRFLOW_VERSIONS=\"3.2.2 3.3.2\")"
 	@echo "make lint    - ruff + mypy --strict on the package"
 	@echo "make bench   - benchmarks against peers (Authlib, bare httpx, the HTTP provider); JSON + PNG in benchmarks/results/"
 	@echo "make chaos   - the full chaos run (ROUNDS=10000 on JOBS=3 independent runners; ROUNDS=N for fewer), judged at the vendor; .artifacts/chaos.json + chaos.md"
@@ -53,6 +54,11 @@ test: venv system-deps
 	TMPDIR="$$scratch" $(PY) -m pytest -n $(PYTEST_WORKERS) --basetemp="$$scratch/pytest" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 0 ]; then rm -rf "$$scratch"; else echo "make test: failed (exit $$rc); files kept in $$scratch"; fi; \
 	exit $$rc
+
+.PHONY: test-compat
+# A smoke set on every supported Airflow minor (AIRFLOW_VERSIONS="3.2.2 3.3.2"), each in .compat/.
+test-compat: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) bash scripts/test-compat.sh
 
 .PHONY: lint
 lint: venv

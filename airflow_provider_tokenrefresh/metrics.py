@@ -246,18 +246,26 @@ def _initialised(stats_module: Any) -> None:
 
 
 def stats_backend() -> Any:
-    """Airflow's Stats: the task SDK's (Airflow 3.3+), else the ``airflow.stats`` shim."""
+    """Airflow's Stats: the task SDK's module (3.3+), the SDK's class (3.2), else ``airflow.stats`` (3.1)."""
     global _STATS
     if _STATS is None:
-        try:
+        try:  # Airflow 3.3+: module-level incr/gauge/timing
             from airflow.sdk._shared.observability.metrics import stats as state
             from airflow.sdk.observability import stats
 
+            if not callable(getattr(stats, "incr", None)):
+                raise ImportError("class-based Stats (Airflow 3.2)")
             _initialised(state)
             _STATS = stats
-        except ImportError:  # Airflow before 3.3
-            from airflow.stats import Stats
+        except ImportError:
+            try:  # Airflow 3.2: the SDK's metaclass-based Stats
+                from airflow.sdk.observability.metrics import stats_utils
+                from airflow.sdk.observability.stats import Stats
 
+                if Stats.factory is None:  # nothing in this process initialised it (script, CLI)
+                    Stats.initialize(factory=stats_utils.get_stats_factory(Stats))
+            except ImportError:  # Airflow 3.1: core's Stats (initialises itself from [metrics])
+                from airflow.stats import Stats
             _STATS = Stats
     return _STATS
 
