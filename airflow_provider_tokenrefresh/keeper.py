@@ -74,6 +74,7 @@ from airflow_provider_tokenrefresh.errors import (
     AmbiguousRejection,
     ConfigurationError,
     LockLost,
+    LockTimeout,
     RecordTakenOver,
     RefreshInFlight,
     RefreshOutcomeUnknown,
@@ -116,6 +117,8 @@ DEFAULT_MIN_TTL = 300.0
 DEFAULT_SETTLE = 6.0
 #: Added to the worst-case duration of one refresh to get the stale bound.
 STALE_MARGIN = 30.0
+#: Longest a waiter watches the record in one go before it reads it and tries the lock again.
+WATCH_SLICE = 1.0
 #: How long a process uses its cached record without reading the store again (seconds). Within it,
 #: a token another process stored (a rotation, a re-seed, a record marked suspect or
 #: reauth_required) is not seen; a 401 from the vendor still makes the caller re-read at once
@@ -563,6 +566,7 @@ class TokenKeeper:
 
         pause = 0.05
         waited_once = False
+        watch = getattr(self.store, "watch", None)
         decision = decision_for(record)
         while True:
             if decision.action in ("use", "refuse"):
@@ -576,13 +580,38 @@ class TokenKeeper:
                             f"than {self.stale_after:.0f}s"
                         )
                     ) from None
-                if not self._wait_on_lock(deadline):
+                if watch is not None:
+                    watch(self.key, min(WATCH_SLICE, max(0.0, deadline - time.monotonic())))
+                elif not self._wait_on_lock(deadline):
                     # The lock is free here: the refresh runs under another lock domain (another
                     # host's file lock); watch the record, backing off, bounded by the deadline.
                     time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                     pause = min(pause * 2, 1.0)
                 record, _ = self._read()
                 decision = decision_for(record)
+                continue
+            if watch is not None:
+                # A store that can be watched: take the lock only if it is free; while someone
+                # holds it, watch the record (all waiters side by side, none queued on the lock).
+                try:
+                    with self.lock.hold(self.key, 0.0) as lease:
+                        outcome = self._refresh_under(lease, decision_for)
+                except LockTimeout:
+                    outcome = None
+                if isinstance(outcome, RefreshOutcome):
+                    return outcome
+                if outcome is None:
+                    if time.monotonic() >= deadline:
+                        raise self._named(
+                            RefreshInFlight(
+                                f"another process held the refresh lock of {self.name} for "
+                                f"{self.lock_timeout:.0f}s; sent nothing"
+                            )
+                        ) from None
+                    watch(self.key, min(WATCH_SLICE, max(0.0, deadline - time.monotonic())))
+                record, _ = self._read()
+                decision = decision_for(record)
+                self._check_claims_deadline(decision, deadline)
                 continue
             if not waited_once and self._wait_on_lock(deadline):
                 # Someone in our lock domain was refreshing: look again outside the lock, so that
@@ -592,31 +621,43 @@ class TokenKeeper:
                 decision = decision_for(record)
                 continue
             with self.lock.hold(self.key, max(0.1, deadline - time.monotonic())) as lease:
-                self._flush_unsaved()
-                read_at = time.monotonic()
-                record, version = self._read()
-                decision = decision_for(record)
-                if decision.action in ("refresh", "replay"):
-                    result = self._refresh_locked(decision, version, lease, read_at=read_at)
-                    if isinstance(result, RefreshOutcome):
-                        return result
-                    record, _ = self._read()
-                    decision = decision_for(record)
-            if decision.action in ("refresh", "replay") and time.monotonic() >= deadline:
-                raise self._named(
-                    RefreshInFlight(
-                        f"another process claimed each refresh of {self.name} first for "
-                        f"{self.lock_timeout:.0f}s; sent nothing"
-                    )
-                ) from None
+                outcome = self._refresh_under(lease, decision_for)
+            if isinstance(outcome, RefreshOutcome):
+                return outcome
+            record, _ = self._read()
+            decision = decision_for(record)
+            self._check_claims_deadline(decision, deadline)
+
+    def _check_claims_deadline(self, decision: Decision, deadline: float) -> None:
+        if decision.action in ("refresh", "replay") and time.monotonic() >= deadline:
+            raise self._named(
+                RefreshInFlight(
+                    f"another process claimed each refresh of {self.name} first for "
+                    f"{self.lock_timeout:.0f}s; sent nothing"
+                )
+            ) from None
+
+    def _refresh_under(
+        self, lease: Lease, decision_for: Callable[[TokenRecord | None], Decision]
+    ) -> RefreshOutcome | _Retry:
+        """Holding the lock: read again, and refresh if the record still says so.
+
+        :returns: the outcome, or ``_RETRY`` (nothing done here: someone else had refreshed, or a
+            claim lost) for the caller to read and decide again.
+        """
+        self._flush_unsaved()
+        read_at = time.monotonic()
+        record, version = self._read()
+        decision = decision_for(record)
+        if decision.action in ("refresh", "replay"):
+            return self._refresh_locked(decision, version, lease, read_at=read_at)
+        return _RETRY
 
     def _wait_on_lock(self, deadline: float) -> bool:
         """Block on the lock instead of polling the store while a holder in our lock domain works.
 
         :returns: whether the lock was busy (someone here was refreshing, and is done or timed out).
         """
-        from airflow_provider_tokenrefresh.errors import LockTimeout
-
         started = time.monotonic()
         try:
             with self.lock.hold(self.key, max(0.01, deadline - started)):

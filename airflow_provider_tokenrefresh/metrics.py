@@ -258,15 +258,17 @@ def stats_backend() -> Any:
             _initialised(state)
             _STATS = stats
         except ImportError:
-            try:  # Airflow 3.2: the SDK's metaclass-based Stats
+            try:  # Airflow 3.2: the SDK's metaclass-based Stats (typed here against 3.3's API)
+                from airflow.sdk.observability import stats as sdk_stats
                 from airflow.sdk.observability.metrics import stats_utils
-                from airflow.sdk.observability.stats import Stats
 
-                if Stats.factory is None:  # nothing in this process initialised it (script, CLI)
-                    Stats.initialize(factory=stats_utils.get_stats_factory(Stats))
-            except ImportError:  # Airflow 3.1: core's Stats (initialises itself from [metrics])
-                from airflow.stats import Stats
-            _STATS = Stats
+                stats_class: Any = sdk_stats.Stats
+                utils: Any = stats_utils
+                if getattr(stats_class, "factory", None) is None:  # nobody here initialised it (a CLI)
+                    stats_class.initialize(factory=utils.get_stats_factory(stats_class))
+            except (ImportError, AttributeError):  # Airflow 3.1: core's Stats (initialised from [metrics])
+                from airflow.stats import Stats as stats_class
+            _STATS = stats_class
     return _STATS
 
 

@@ -58,6 +58,8 @@ class FileTokenStore:
 
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        #: key -> (inode, mtime) of the file the last read of this instance saw (for watch()).
+        self._seen: dict[str, tuple[int, int] | None] = {}
 
     def _path(self, key: str) -> str:
         import hashlib
@@ -69,14 +71,18 @@ class FileTokenStore:
     def read(self, key: str) -> tuple[TokenRecord | None, Version]:
         """Return the record under ``key`` and its content hash."""
         import hashlib
+        import os
 
         from airflow_provider_tokenrefresh.tokens import TokenRecord
 
         try:
             with open(self._path(key), "rb") as fh:
                 payload = fh.read()
+                seen = os.fstat(fh.fileno())  # the file this content came from (writes rename)
         except FileNotFoundError:
+            self._seen[key] = None
             return None, None
+        self._seen[key] = (seen.st_ino, seen.st_mtime_ns)
         try:
             record = TokenRecord.from_storage_json(payload)
         except ValueError:
@@ -89,6 +95,32 @@ class FileTokenStore:
                 "live refresh token: restore it, or set extra 'store_path' to another key and re-seed"
             ) from None
         return record, hashlib.sha256(payload).hexdigest()
+
+    def watch(self, key: str, timeout: float) -> bool:
+        """Wait until the record under ``key`` is no longer the one this instance last read (a
+        rename put another file there), at most ``timeout`` seconds; whether it changed.
+
+        What waiters do instead of queueing on the lock: a ``stat`` every 2-10 ms, no parsing.
+        """
+        import os
+        import time
+
+        path, before = self._path(key), self._seen.get(key)
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            try:
+                st = os.stat(path)
+                now_seen: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+            except FileNotFoundError:
+                now_seen = None
+            if now_seen != before:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 1.5, 0.01)
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         """Replace the record atomically if its content hash is still ``expected_version``.
