@@ -69,15 +69,23 @@ class TokenLifetimes:
 
 def configured_refresh_token_horizon() -> float:
     """``[tokenrefresh] refresh_token_horizon`` (seconds) from Airflow's configuration; 7 days when
-    unset or when Airflow is not importable (the keeper outside Airflow)."""
+    unset.
+
+    A process that has not loaded Airflow's configuration (a keeper used as a library, a script)
+    reads only ``AIRFLOW__TOKENREFRESH__REFRESH_TOKEN_HORIZON``: importing Airflow for one setting
+    costs about a second of CPU per process, which a herd of fresh processes paid on its first
+    call (benchmarks/herd.py: round 0 took 53 s for 64 processes on 2 cores)."""
+    import os
+    import sys
+
     try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - Airflow is a dependency; kept for Airflow-free use
-        return DEFAULT_REFRESH_TOKEN_HORIZON
-    try:
-        return float(
-            conf.getfloat("tokenrefresh", "refresh_token_horizon", fallback=DEFAULT_REFRESH_TOKEN_HORIZON)
-        )
+        if "airflow.configuration" in sys.modules:
+            from airflow.configuration import conf
+
+            return float(
+                conf.getfloat("tokenrefresh", "refresh_token_horizon", fallback=DEFAULT_REFRESH_TOKEN_HORIZON)
+            )
+        return float(os.environ.get("AIRFLOW__TOKENREFRESH__REFRESH_TOKEN_HORIZON") or DEFAULT_REFRESH_TOKEN_HORIZON)
     except (ValueError, TypeError):
         log.warning(
             "[tokenrefresh] refresh_token_horizon is not a number of seconds; using %.0f",

@@ -29,6 +29,10 @@ SIZES = (8, 32, 64)
 ROUNDS = 10
 LATENCY = 0.05
 MIN_TTL = 300.0
+#: The issue's goals at every N: time to token p50 <= 1.5x one uncontended refresh; p99 <= 2x the
+#: larger of that and the p99 of the same N processes only reading a valid record (no refresh).
+GOAL_P50_VS_UNCONTENDED = 1.5
+GOAL_P99_VS_FLOOR = 2.0
 BARRIER_TIMEOUT = 300.0
 
 
@@ -165,8 +169,11 @@ def run_peer(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> di
     }
 
 
-def run_ours(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> dict[str, Any]:
-    """Run ``run_herd`` with the file lock and the file store."""
+def run_ours(
+    emulator: Any, workdir: Path, *, processes: int, rounds: int, read_only_rounds: int = 0
+) -> dict[str, Any]:
+    """Run ``run_herd`` with the file lock and the file store; then, with ``read_only_rounds``,
+    the same processes' floor: a herd that only reads the (valid) record the refreshes left."""
     ensure_repo_on_path()
     from airflow_provider_tokenrefresh.testing.herd import run_herd
 
@@ -189,7 +196,19 @@ def run_ours(emulator: Any, workdir: Path, *, processes: int, rounds: int) -> di
     wall = time.perf_counter() - wall
     requests_total = emulator.refresh_requests - sent
     per_round = result.refreshes_per_round
+    floor: dict[str, Any] = {}
+    if read_only_rounds:
+        before = emulator.refresh_requests
+        reads = run_herd(spec, emulator, processes=processes, rounds=read_only_rounds, min_ttl=MIN_TTL, read_only=True)
+        floor = {
+            "read_only_rounds": read_only_rounds,
+            "read_only_p50_ms": reads.percentile(0.50) * 1e3,
+            "read_only_p99_ms": reads.percentile(0.99) * 1e3,
+            "read_only_refresh_requests": emulator.refresh_requests - before,
+            "read_only_errors": reads.errors[:5],
+        }
     return {
+        **floor,
         "refreshes_per_round": per_round,
         "refresh_requests_total": requests_total,
         "refresh_requests_per_round_mean": requests_total / rounds,
@@ -248,11 +267,17 @@ def run(sizes: tuple[int, ...] = SIZES, rounds: int = ROUNDS, latency: float = L
         vendor(rotation=True, reuse_detection=True, latency=latency) as emulator,
         tempfile.TemporaryDirectory(prefix="bench-herd-") as tmp,
     ):
+        # The reference for time to token: one process, one refresh per round, nobody else.
+        alone_dir = Path(tmp) / "n1"
+        alone_dir.mkdir()
+        emulator.reset_counters()
+        alone = run_ours(emulator, alone_dir, processes=1, rounds=rounds)
+        out["uncontended"] = {"p50_ms": alone["p50_ms"], "p99_ms": alone["p99_ms"], "rounds": rounds}
         for n in sizes:
             workdir = Path(tmp) / f"n{n}"
             workdir.mkdir()
             emulator.reset_counters()
-            ours = run_ours(emulator, workdir, processes=n, rounds=rounds)
+            ours = run_ours(emulator, workdir, processes=n, rounds=rounds, read_only_rounds=rounds)
             emulator.reset_counters()
             peer = run_peer(emulator, workdir, processes=n, rounds=rounds)
             goal = (
@@ -261,12 +286,23 @@ def run(sizes: tuple[int, ...] = SIZES, rounds: int = ROUNDS, latency: float = L
                 and ours["invalid_grant"] == 0
                 and ours["processes_without_token"] == 0
             )
+            one = alone["p50_ms"]
+            p50_limit = GOAL_P50_VS_UNCONTENDED * one
+            p99_limit = GOAL_P99_VS_FLOOR * max(one, ours["read_only_p99_ms"])
             out["sizes"].append(
                 {
                     "processes": n,
                     "ours": ours,
                     "peer": peer,
                     "goal_exactly_one_refresh_per_round": goal,
+                    "goal_time_to_token": {
+                        "p50_limit_ms": p50_limit,
+                        "p50_met": ours["p50_ms"] <= p50_limit,
+                        "p99_limit_ms": p99_limit,
+                        "p99_met": ours["p99_ms"] <= p99_limit,
+                        "p50_vs_uncontended": ratio(ours["p50_ms"], one),
+                        "p99_vs_floor": ratio(ours["p99_ms"], max(one, ours["read_only_p99_ms"])),
+                    },
                     "ratios": {
                         key: ratio(ours[key], peer[key])
                         for key in ("refresh_requests_per_round_mean", "p50_ms", "p99_ms")
@@ -275,7 +311,8 @@ def run(sizes: tuple[int, ...] = SIZES, rounds: int = ROUNDS, latency: float = L
             )
             print(
                 f"  herd N={n}: ours {ours['refresh_requests_per_round_mean']:.1f} req/round, "
-                f"p99 {ours['p99_ms']:.0f} ms | peer {peer['refresh_requests_per_round_mean']:.1f} req/round, "
+                f"p50 {ours['p50_ms']:.0f} ms (limit {p50_limit:.0f}), p99 {ours['p99_ms']:.0f} ms "
+                f"(limit {p99_limit:.0f}; uncontended {one:.0f}, read-only p99 {ours['read_only_p99_ms']:.0f}) | peer {peer['refresh_requests_per_round_mean']:.1f} req/round, "
                 f"{peer['invalid_grant']} invalid_grant, p99 {peer['p99_ms']:.0f} ms"
                 + ("" if goal else "  ** GOAL MISSED: not exactly one refresh per round **"),
                 flush=True,

@@ -1,0 +1,71 @@
+"""FileTokenStore.watch: herd waiters learn of a new record without the lock and without parsing
+(inotify on Linux, a stat poll elsewhere); both paths are exercised."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from airflow_provider_tokenrefresh.stores import FileTokenStore
+from airflow_provider_tokenrefresh.tokens import TokenRecord
+
+
+def _record(generation: int) -> TokenRecord:
+    return TokenRecord(refresh_token=SecretStr("r" * 24), generation=generation, seed_fingerprint="fp")
+
+
+@pytest.fixture(params=["inotify", "poll"])
+def watcher(request: pytest.FixtureRequest, tmp_path: Path) -> FileTokenStore:
+    store = FileTokenStore(str(tmp_path / "store"))
+    if request.param == "poll":
+        store.__dict__["_events"] = None  # as where inotify is not available
+    else:
+        assert store._notifier() is not None, "inotify should be available on Linux"
+    request.addfinalizer(store.close)
+    return store
+
+
+def test_a_write_by_another_process_wakes_the_watcher(watcher: FileTokenStore, tmp_path: Path) -> None:
+    writer = FileTokenStore(str(tmp_path / "store"))
+    _, version = writer.read("k")
+    version = writer.write("k", _record(1), version)
+    record, _ = watcher.read("k")
+    assert record is not None and record.generation == 1
+    changed: list[bool] = []
+    thread = threading.Thread(target=lambda: changed.append(watcher.watch("k", 30)))
+    thread.start()
+    writer.write("k", _record(2), version)
+    thread.join(timeout=30)
+    assert changed == [True]
+    record, _ = watcher.read("k")
+    assert record is not None and record.generation == 2
+
+
+def test_no_change_means_a_timeout(watcher: FileTokenStore, tmp_path: Path) -> None:
+    _, version = watcher.read("k")
+    watcher.write("k", _record(1), version)
+    watcher.read("k")
+    other = FileTokenStore(str(tmp_path / "store"))
+    _, other_version = other.read("other-key")
+    done = threading.Event()
+
+    def elsewhere() -> None:  # activity in the directory that is not this record
+        other.write("other-key", _record(5), other_version)
+        done.set()
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    assert watcher.watch("k", 0.3) is False
+    thread.join(timeout=30)
+    assert done.is_set()
+
+
+def test_a_change_before_the_watch_began_is_seen_at_once(watcher: FileTokenStore, tmp_path: Path) -> None:
+    _, version = watcher.read("k")
+    version = watcher.write("k", _record(1), version)
+    watcher.read("k")
+    FileTokenStore(str(tmp_path / "store")).write("k", _record(2), version)  # between read and watch
+    assert watcher.watch("k", 30) is True
