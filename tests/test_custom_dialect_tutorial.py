@@ -163,23 +163,20 @@ def test_the_tutorials_error_messages_are_what_the_provider_prints() -> None:
     typo["request"]["encodig"] = typo["request"].pop("encoding")
     messages = [b.strip() for b in _blocks("text")]
     assert len(messages) == 2
+
+    def read(dialect: dict[str, Any]) -> object:
+        extra = {"refresh_token": "r", "access_token": "a", "dialect": dialect}
+        return settings_from_fields(
+            "my_vendor",
+            "tokenrefresh_custom",
+            host="https://vendor.example",
+            login=None,
+            password=None,
+            extra=extra,
+        )
+
     for broken, message in zip((slash, typo), messages, strict=True):
         with pytest.raises(ConfigurationError) as caught:
-            settings_from_fields(
-                "my_vendor",
-                "tokenrefresh_custom",
-                host="https://vendor.example",
-                login=None,
-                password=None,
-                extra={"refresh_token": "r", "access_token": "a", "dialect": broken},
-            )
+            read(broken)
         assert str(caught.value) == message
-    # And the valid spec is accepted as it stands in the page.
-    settings_from_fields(
-        "my_vendor",
-        "tokenrefresh_custom",
-        host="https://vendor.example",
-        login=None,
-        password=None,
-        extra={"refresh_token": "r", "access_token": "a", "dialect": spec},
-    )
+    read(spec)  # and the valid spec is accepted as it stands in the page

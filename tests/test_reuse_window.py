@@ -138,28 +138,20 @@ def test_a_lost_answer_is_recovered_inside_the_vendors_window(
     )
 
 
-def test_a_strict_vendor_is_never_asked_again_by_default(
-    emulator_factory: EmulatorFactory, tmp_path: Path
+@pytest.mark.parametrize(
+    "vendor_grace", [0.0, 30.0], ids=["strict vendor, default setting", "grace vendor, setting left at 0"]
+)
+def test_without_the_setting_a_lost_answer_is_never_asked_again(
+    vendor_grace: float, emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    emu = emulator_factory("oauth2_basic")
+    emu = emulator_factory("oauth2_basic", reuse_grace=vendor_grace, grace_mode="new_pair")
     seed = emu.issue_tokens()
     keeper = make_keeper(emu, tmp_path, seed.refresh_token)  # reuse_grace 0
     emu.inject("drop_after")
     with pytest.raises(RefreshOutcomeUnknown):
         keeper.get_valid_token(min_ttl=60)
     assert emu.refresh_requests == 1 and emu.families_revoked == 0
-
-
-def test_a_grace_vendor_is_not_asked_again_without_the_setting(
-    emulator_factory: EmulatorFactory, tmp_path: Path
-) -> None:
-    emu = emulator_factory("oauth2_basic", reuse_grace=30, grace_mode="new_pair")
-    seed = emu.issue_tokens()
-    keeper = make_keeper(emu, tmp_path, seed.refresh_token)
-    emu.inject("drop_after")
-    with pytest.raises(RefreshOutcomeUnknown):
-        keeper.get_valid_token(min_ttl=60)
-    assert emu.refresh_requests == 1 and emu.counters.get("grace_reuse", 0) == 0
+    assert emu.counters.get("grace_reuse", 0) == 0
 
 
 def test_outside_the_window_the_token_is_not_sent_again(
