@@ -422,12 +422,13 @@ class TokenKeeper:
             self.checkpoint(name)
 
     def _cache_put(self, record: TokenRecord) -> None:
+        # One dict operation, atomic under the GIL: no lock (a fan-out's threads queued on a shared
+        # one behind the GIL).
         entry = hot_entry(record, self._now(), self.refresh_margin, self.cache_for)
-        with self._guard:
-            if entry is None:
-                self._cache.pop(self.key, None)
-            else:
-                self._cache[self.key] = entry
+        if entry is None:
+            self._cache.pop(self.key, None)
+        else:
+            self._cache[self.key] = entry
 
     def _forget(self) -> None:
         with self._guard:
@@ -998,8 +999,9 @@ class TokenKeeper:
                 if attempt < self.write_attempts:
                     time.sleep(random.uniform(0.5, 1.0) * self.write_backoff * 2 ** (attempt - 1))  # noqa: S311
                 continue
-            with self._guard:
-                self._unsaved.pop(self.key, None)
+            if self.key in self._unsaved:  # rare: only after a failed write
+                with self._guard:
+                    self._unsaved.pop(self.key, None)
             return new
         detail = f"{type(last).__name__}: {redact(str(last))}" if last else "unknown"
         with self._guard:

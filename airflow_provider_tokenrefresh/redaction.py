@@ -114,27 +114,41 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None] = (), *, max_secrets: int = 20_000) -> None:
         self._lock = threading.Lock()
-        self._values: dict[str, tuple[str, ...]] = {}  # secret -> its forms, oldest first
+        # secret -> (its forms, the add count when it was last refreshed), oldest first
+        self._values: dict[str, tuple[tuple[str, ...], int]] = {}
         self._max = max_secrets
+        self._adds = 0
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
-        """Remember secret values to hide from now on; short or empty values are ignored."""
-        with self._lock:
-            for secret in secrets:
-                if not secret or len(secret) < MIN_SECRET_LENGTH:
-                    continue
-                forms = self._values.pop(secret, None) or encoded_forms(secret)
-                self._values[secret] = forms
-            while len(self._values) > self._max:
-                del self._values[next(iter(self._values))]
+        """Remember secret values to hide from now on; short or empty values are ignored.
+
+        A value already remembered costs a dict lookup and no lock (the client re-registers its
+        credentials on every refresh: with the lock taken each time, a fan-out's threads queued on
+        it behind the GIL). It is moved to the newest end again once it has aged past half of
+        ``max_secrets`` adds, so what is still in use is never the first forgotten.
+        """
+        for secret in secrets:
+            if not secret or len(secret) < MIN_SECRET_LENGTH:
+                continue
+            known = self._values.get(secret)
+            if known is not None and self._adds - known[1] < self._max // 2:
+                continue
+            forms = known[0] if known is not None else encoded_forms(secret)
+            with self._lock:
+                self._adds += 1
+                self._values.pop(secret, None)
+                self._values[secret] = (forms, self._adds)
+                while len(self._values) > self._max:
+                    del self._values[next(iter(self._values))]
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every known secret, in every encoded form, replaced by ``***``."""
         if not text or not self._values:
             return text
-        with self._lock:
-            hits = {form for forms in self._values.values() for form in forms if form in text}
+        with self._lock:  # a snapshot; the scan runs without the lock
+            known = list(self._values.values())
+        hits = {form for forms, _ in known for form in forms if form in text}
         # Longest first, so a secret that contains another is hidden whole.
         for value in sorted(hits, key=len, reverse=True):
             text = text.replace(value, MASK)
