@@ -35,7 +35,8 @@ from benchmarks.common import (
 CONNECTIONS = 1000
 LATENCY = 0.05
 MAX_WORKERS = 64
-GOAL_SECONDS = 3.0
+#: The issue's goal for 1,000 connections at 50 ms on 2 cores (stretch: 1 s).
+GOAL_SECONDS = 1.5
 #: Seconds ours' ``refresh_all`` may take (20x the goal) before the child reports how far it got
 #: and stops, so that a regression cannot hold ``make bench`` hostage.
 BUDGET_S = 60.0
@@ -247,7 +248,7 @@ def run(
         },
         "ours": ours,
         "peer": peer,
-        "goal_within_3s": goal,
+        "goal_met": goal,
         "ratios": {
             "wall_s": None if ours.get("timed_out") else ratio(ours["wall_s"], peer["wall_s"]),
             "peak_rss": ratio(ours["maxrss_bytes"], peer["maxrss_bytes"]),
