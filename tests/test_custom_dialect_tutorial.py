@@ -72,9 +72,13 @@ def emulate() -> Any:
                 break
         assert len(lines) == 2, lines
         yield {**lines[0], **lines[1]}
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=30)
+    finally:  # stopped by its PID, as tests/test_emulate_newcomer.py does
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
