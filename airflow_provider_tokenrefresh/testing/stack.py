@@ -200,11 +200,31 @@ class AirflowStack:
             self._check_alive()
             try:
                 if httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"api-server not ready after {timeout}s:\n{self.output('api-server')[-3000:]}")
+        else:
+            raise RuntimeError(f"api-server not ready after {timeout}s:\n{self.output('api-server')[-3000:]}")
+        self._warm_execution_api(max(10.0, deadline - time.monotonic()))
+
+    def _warm_execution_api(self, timeout: float) -> None:
+        """Send the execution API its first request now, before any task does.
+
+        Cadwyn builds the execution API's versioned routers on the first request it sees, on the
+        api-server's event loop: about 4 s of CPU on a quiet machine, and a CI run on 2 cores once
+        saw it take 52 s. Every request waits meanwhile, and a task whose ``PATCH .../run`` times
+        out 5 times is killed (the custom-dialect tests failed so). One ``GET /execution/health``
+        here pays that cost while nothing else waits on it.
+        """
+        import httpx
+
+        response = httpx.get(f"{self.base_url}/execution/health", timeout=timeout)
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"execution API answered {response.status_code} to /execution/health:\n"
+                f"{self.output('api-server')[-3000:]}"
+            )
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():

@@ -299,3 +299,14 @@ def test_cli_status_and_refresh_share_the_store_with_tasks(deployment: Deploymen
     assert conn_id in table.stdout
     for canary in deployment.canaries():
         assert canary not in table.stdout + table.stderr + refreshed.stdout + refreshed.stderr
+
+
+def test_the_execution_api_is_warmed_before_any_task_calls_it(deployment: Deployment) -> None:
+    """Cadwyn builds the execution API's routers on its first request, blocking the api-server's
+    event loop for seconds (52 s once, in CI on 2 cores: the task's ``PATCH .../run`` timed out 5
+    times and the task was killed). The stack sends that first request itself, before any task."""
+    lines = [
+        line for line in deployment.stack.output("api-server").splitlines() if "path=/execution/" in line
+    ]
+    assert lines, "the stack never sent the execution API a request (no warm-up)"
+    assert "method=GET path=/execution/health " in lines[0], lines[0][-200:]
