@@ -114,9 +114,7 @@ def _press_test_button(stack: CeleryStack, body: dict[str, Any], at: float, out:
         with stack.api() as api:
             response = api.post("/api/v2/connections/test", json=body)
         answer = response.json()
-        out.update(
-            http=response.status_code, status=answer.get("status"), message=str(answer.get("message"))
-        )
+        out.update(http=response.status_code, status=answer.get("status"), message=str(answer.get("message")))
     except Exception as exc:  # noqa: BLE001 - reported in the results, never raised from a thread
         out.update(error=f"{type(exc).__name__}: {exc}")
 

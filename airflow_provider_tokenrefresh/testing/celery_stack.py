@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack, _die_with_parent, stop_process_groups
+from airflow_provider_tokenrefresh.testing.stack import (
+    AirflowStack,
+    _die_with_parent,
+    stop_process_groups,
+    warm_execution_api,
+)
 
 SERVERS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -213,6 +218,9 @@ class CeleryStack(AirflowStack):
             except (httpx.HTTPError, ValueError):
                 missing.append("api-server")
             if not missing:
+                warm_execution_api(
+                    self.base_url, max(10.0, deadline - time.monotonic()), self.output("api-server")
+                )
                 return
             time.sleep(0.5)
         tails = "\n".join(f"--- {c}:\n{self.output(c)[-1500:]}" for c in self.components)

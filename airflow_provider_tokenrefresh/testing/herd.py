@@ -116,9 +116,7 @@ def run_herd(
     barrier = ctx.Barrier(processes + 1)
     results = ctx.Queue()
     workers = [
-        ctx.Process(
-            target=_worker, args=(i, spec, rounds, min_ttl, barrier, results, read_only), daemon=True
-        )
+        ctx.Process(target=_worker, args=(i, spec, rounds, min_ttl, barrier, results, read_only), daemon=True)
         for i in range(processes)
     ]
     for proc in workers:

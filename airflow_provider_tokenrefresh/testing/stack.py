@@ -73,6 +73,26 @@ def free_port() -> int:
         return port
 
 
+def warm_execution_api(base_url: str, timeout: float, output: str = "") -> None:
+    """Send the execution API its first request now, before any task does.
+
+    Cadwyn builds the execution API's versioned routers on the first request it sees, on the
+    api-server's event loop: about 4 s of CPU on a quiet machine, and a CI run on 2 cores once saw
+    it take 52 s. Every request waits meanwhile, and a task whose ``PATCH .../run`` times out 5
+    times is killed (the custom-dialect tests failed so). One ``GET /execution/health`` pays that
+    cost while nothing else waits on it.
+
+    :param output: what the api-server printed so far, for the error if it does not answer 200.
+    """
+    import httpx
+
+    response = httpx.get(f"{base_url}/execution/health", timeout=timeout)
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"execution API answered {response.status_code} to /execution/health:\n{output[-3000:]}"
+        )
+
+
 @dataclass
 class AirflowStack:
     """A throwaway Airflow deployment in ``home`` serving ``dags_folder``.
@@ -206,25 +226,7 @@ class AirflowStack:
             time.sleep(0.5)
         else:
             raise RuntimeError(f"api-server not ready after {timeout}s:\n{self.output('api-server')[-3000:]}")
-        self._warm_execution_api(max(10.0, deadline - time.monotonic()))
-
-    def _warm_execution_api(self, timeout: float) -> None:
-        """Send the execution API its first request now, before any task does.
-
-        Cadwyn builds the execution API's versioned routers on the first request it sees, on the
-        api-server's event loop: about 4 s of CPU on a quiet machine, and a CI run on 2 cores once
-        saw it take 52 s. Every request waits meanwhile, and a task whose ``PATCH .../run`` times
-        out 5 times is killed (the custom-dialect tests failed so). One ``GET /execution/health``
-        here pays that cost while nothing else waits on it.
-        """
-        import httpx
-
-        response = httpx.get(f"{self.base_url}/execution/health", timeout=timeout)
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"execution API answered {response.status_code} to /execution/health:\n"
-                f"{self.output('api-server')[-3000:]}"
-            )
+        warm_execution_api(self.base_url, max(10.0, deadline - time.monotonic()), self.output("api-server"))
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():

@@ -245,7 +245,9 @@ class TokenState(Ledger):
                 if self._within_grace(family, refresh_token, now):
                     self._counters["grace_reuse"] += 1
                     if self.grace_mode == "same_pair":
-                        return RefreshResult("ok", tokens=family.rotation_answers[refresh_token], rotated=True)
+                        return RefreshResult(
+                            "ok", tokens=family.rotation_answers[refresh_token], rotated=True
+                        )
                     return self._rotate(family, now)
                 if self.reuse_detection:
                     self._revoke(family, "refresh token reuse detected")
