@@ -95,10 +95,12 @@ def row_horizon(row: dict[str, Any], horizon: float | None) -> float:
     keeper, is not "expiring" all the time), and the whole day for a re-authorization deadline."""
     if horizon is not None:
         return horizon
+    if row.get("reauth_deadline"):
+        return DEFAULT_HORIZON
+    from airflow_provider_tokenrefresh.lease import effective_horizon
+
     lifetime = row.get("refresh_lifetime")
-    if lifetime and not row.get("reauth_deadline"):
-        return min(DEFAULT_HORIZON, float(lifetime) / 4)
-    return DEFAULT_HORIZON
+    return effective_horizon(DEFAULT_HORIZON, float(lifetime) if lifetime else None)
 
 
 def classify(row: dict[str, Any], *, horizon: float | None, now: datetime | None = None) -> str:

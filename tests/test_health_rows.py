@@ -73,10 +73,21 @@ def test_reauth_required_says_to_reseed_the_connection() -> None:
 
 
 def test_refresh_token_inside_the_horizon_is_expiring_outside_it_is_not() -> None:
-    record = _record(refresh_expires_at=NOW + timedelta(days=2))
+    record = _record(obtained_at=NOW - timedelta(days=28), refresh_expires_at=NOW + timedelta(days=2))
     assert _row(record).health == "expiring"
     assert "--force" in (_row(record).fix or "")
     assert _row(record, refresh_token_horizon=86400.0).health == "ok"
+
+
+@pytest.mark.parametrize(
+    ("left", "health"), [(timedelta(minutes=50), "ok"), (timedelta(minutes=10), "expiring")]
+)
+def test_a_short_lived_refresh_token_is_judged_by_a_quarter_of_its_life(left: timedelta, health: str) -> None:
+    """A one-hour refresh token always lapses "within 7 days": like the keeper's warning and
+    ``status``, the page flags it only once less than a quarter of its life (15 min) is left."""
+    record = _record(obtained_at=NOW + left - timedelta(hours=1), refresh_expires_at=NOW + left)
+    assert _status(record)["refresh_lifetime"] == 3600.0
+    assert _row(record).health == health
 
 
 def test_a_capped_chain_asks_for_re_authorization_not_a_refresh() -> None:

@@ -154,7 +154,8 @@ def render_page(
         f"<title>Token health</title><style>{_CSS}</style></head><body>"
         "<h1>Token health</h1>"
         f'<p class="meta">{len(rows)} connection(s) you may read, as of {_e(generated_at)} (signed in as '
-        f"{_e(user)}). Refresh tokens lapsing within {_e(human_seconds(refresh_token_horizon))} are flagged. "
+        f"{_e(user)}). Refresh tokens lapsing within {_e(human_seconds(refresh_token_horizon))} (or a quarter of "
+        "their lifetime, when shorter) are flagged. "
         f'<a href="{_e(json_href)}">JSON</a></p>'
         f'<p class="counts">{counts}</p>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

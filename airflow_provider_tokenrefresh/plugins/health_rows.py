@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow_provider_tokenrefresh.lease import effective_horizon
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -162,6 +164,10 @@ def _scrubber(secrets: Iterable[str | None]) -> Any:
     return scrub
 
 
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def row_from_status(
     status: Mapping[str, Any],
     *,
@@ -233,7 +239,9 @@ def row_from_status(
                     "extra 'refresh_token'; refreshing does not help.",
                 )
             )
-        elif refresh_in < refresh_token_horizon:
+        elif refresh_in < effective_horizon(refresh_token_horizon, _float(status.get("refresh_lifetime"))):
+            # Judged as the keeper's warning is: a one-hour refresh token, kept alive by the keeper,
+            # is flagged only once less than a quarter of its life is left.
             problems.append(
                 Problem(
                     "expiring",

@@ -216,8 +216,10 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         timings["api-server"] = time.monotonic() - t0
         teams_err = teams.communicate(timeout=180)[1]  # closes the pipe
         assert teams.returncode == 0, teams_err[-3000:]
-        seed("hp_valid", "tokenrefresh_oauth2_basic", basic)
-        seed("hp_expiring", "tokenrefresh_oauth2_post", post, extra={"refresh_token_ttl": 2 * 86400})
+        # A 2-day refresh token renewed at each refresh is fine just after one (a quarter of its
+        # life is the horizon); a chain capped at 2 days (oauth2_basic's fixed maximum) is not.
+        seed("hp_valid", "tokenrefresh_oauth2_post", post, extra={"refresh_token_ttl": 2 * 86400})
+        seed("hp_expiring", "tokenrefresh_oauth2_basic", basic, extra={"refresh_token_ttl": 2 * 86400})
         revoked = seed("hp_reauth", "tokenrefresh_query_basic", query)
         query.revoke_family(revoked.family_id, "user removed the app")
         seed("hp_inflight", "tokenrefresh_appid_json", held, extra={"timeout": 300})
@@ -310,6 +312,7 @@ def test_admin_sees_every_connection_in_its_state(health: HealthStack) -> None:
     assert valid["state"] == "valid" and valid["generation"] == 1 and valid["fix"] is None
     assert valid["access_expires_in"] > 3000 and valid["last_refresh_at"] and valid["store"] == "variable"
     assert valid["lock"]
+    assert 86400 < valid["refresh_expires_in"] <= 2 * 86400  # inside 7 days, yet ok: renewed per refresh
     expiring = rows["hp_expiring"]
     assert 0 < expiring["refresh_expires_in"] <= 2 * 86400 and "hp_expiring" in expiring["fix"]
     reauth = rows["hp_reauth"]
