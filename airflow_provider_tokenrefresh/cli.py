@@ -58,7 +58,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             }
             print(json.dumps(info))
             # The emulator's throwaway demo credentials and a fresh seed, ready to paste.
-            lines.append(connections_add_command(f"demo_{name}", emulator, seed.refresh_token, seed.access_token))
+            lines.append(
+                connections_add_command(f"demo_{name}", emulator, seed.refresh_token, seed.access_token)
+            )
             if args.show_seed_tokens:
                 # Explicitly requested, for trying things out with throwaway emulator tokens only.
                 print(

@@ -17,6 +17,7 @@ Retry policy, because a rotated refresh token can be spent only once:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
@@ -44,7 +45,7 @@ from airflow_provider_tokenrefresh.errors import (
 from airflow_provider_tokenrefresh.redaction import install_log_filter, redact, redact_url, remember_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Generator, Iterator
     from datetime import datetime
 
     import httpx
@@ -165,6 +166,8 @@ class RefreshClient:
         self._check_url()
         self._ssl: ssl.SSLContext | None = None
         self._client: httpx.Client | None = None
+        #: A pooled client another owner lends for a while (:meth:`lend`); never closed here.
+        self._lent: httpx.Client | None = None
         install_log_filter()
         self._secret(settings.credentials.client_secret)
 
@@ -407,11 +410,46 @@ class RefreshClient:
         return httpx.AsyncClient(transport=self._async_transport, **kwargs)  # type: ignore[arg-type]
 
     def _sync_client(self) -> httpx.Client:
+        if self._lent is not None:
+            return self._lent
         if self._client is None:
             import httpx
 
             self._client = httpx.Client(transport=self._transport, **self._client_kwargs())  # type: ignore[arg-type]
         return self._client
+
+    def share_key(self) -> tuple[object, ...] | None:
+        """Clients with equal keys may send through one pooled ``httpx.Client`` (see :meth:`lend`):
+        the same TLS context and timeout. ``None`` when they may not: a test transport is injected,
+        the TLS settings do not load (the refresh reports that), or this client has its own pool."""
+        if self._transport is not None or self._client is not None or self._lent is not None:
+            return None
+        try:
+            return (id(self.ssl_context()), self.settings.timeout)
+        except ConfigurationError:
+            return None
+
+    def shared_client(self, max_connections: int) -> httpx.Client:
+        """A new ``httpx.Client`` configured like this client, pooling up to ``max_connections``
+        keep-alive connections, for every client with the same :meth:`share_key` to :meth:`lend`."""
+        import httpx
+
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        return httpx.Client(limits=limits, **self._client_kwargs())  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def lend(self, http: httpx.Client) -> Iterator[None]:
+        """Send this client's requests through ``http`` until the block ends (``refresh_all``: one
+        pool and kept-alive connections for many connections, not one client and one TCP
+        handshake each). ``http`` is not closed here; its owner closes it."""
+        if self._client is not None or self._lent is not None:  # has a pool already: keep it
+            yield
+            return
+        self._lent = http
+        try:
+            yield
+        finally:
+            self._lent = None
 
     def close(self) -> None:
         """Close the pooled sync HTTP client."""

@@ -60,6 +60,7 @@ This module imports nothing from Airflow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -99,7 +100,7 @@ from airflow_provider_tokenrefresh.shield import deferred_signals
 from airflow_provider_tokenrefresh.tokens import AlternateTokens, TokenRecord, fingerprint, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from datetime import datetime
 
     from airflow_provider_tokenrefresh.client import RefreshClient
@@ -167,6 +168,8 @@ def hot_entry(record: TokenRecord, now: float, refresh_margin: float, cache_for:
     seeds = frozenset(fp for fp in (record.seed_fingerprint, *record.superseded_seeds) if fp)
     access = record.access_token.get_secret_value()
     return _HotEntry(record, access, seeds, record.expires_at.timestamp(), half_life, until)
+
+
 #: The same refresh-token warning is logged again by one process after this many seconds.
 LAPSE_WARNING_EVERY = 3600.0
 
@@ -1179,5 +1182,25 @@ def refresh_all(
 
     if not keepers:
         return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(keepers)))) as pool:
-        return dict(pool.map(one, keepers.items()))
+    workers = max(1, min(max_workers, len(keepers)))
+    with contextlib.ExitStack() as stack:
+        _share_http_clients(keepers.values(), workers, stack)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(pool.map(one, keepers.items()))
+
+
+def _share_http_clients(keepers: Iterable[TokenKeeper], pool_size: int, stack: contextlib.ExitStack) -> None:
+    """Lend one pooled ``httpx.Client`` to every keeper whose client has the same TLS context and
+    timeout (:meth:`RefreshClient.share_key`), for the duration of ``stack``: a fan-out over 1,000
+    connections of one vendor then keeps ``pool_size`` connections alive instead of building 1,000
+    clients and doing 1,000 TCP (and TLS) handshakes. Closed when ``stack`` exits."""
+    shared: dict[tuple[object, ...], Any] = {}
+    for keeper in keepers:
+        client = keeper.client
+        share_key = getattr(client, "share_key", None)
+        key = share_key() if share_key is not None else None
+        if key is None:
+            continue
+        if key not in shared:
+            shared[key] = stack.enter_context(client.shared_client(pool_size))
+        stack.enter_context(client.lend(shared[key]))

@@ -85,7 +85,9 @@ def configured_refresh_token_horizon() -> float:
             return float(
                 conf.getfloat("tokenrefresh", "refresh_token_horizon", fallback=DEFAULT_REFRESH_TOKEN_HORIZON)
             )
-        return float(os.environ.get("AIRFLOW__TOKENREFRESH__REFRESH_TOKEN_HORIZON") or DEFAULT_REFRESH_TOKEN_HORIZON)
+        return float(
+            os.environ.get("AIRFLOW__TOKENREFRESH__REFRESH_TOKEN_HORIZON") or DEFAULT_REFRESH_TOKEN_HORIZON
+        )
     except (ValueError, TypeError):
         log.warning(
             "[tokenrefresh] refresh_token_horizon is not a number of seconds; using %.0f",

@@ -319,3 +319,32 @@ def test_an_answer_arriving_after_a_takeover_is_kept_as_an_alternate_and_the_rec
     assert record.state == "valid" and record.access_token is not None
     assert emu.is_access_token_valid(record.access_token.get_secret_value())
     assert emu.refresh_requests == 3
+
+
+def test_refresh_all_sends_many_connections_through_one_pool_of_kept_alive_connections(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """24 connections of one vendor, 4 at a time: the vendor sees at most 4 TCP connections (one
+    lent pool), not 24 clients with a handshake each; afterwards each keeper sends on its own."""
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, refresh_all
+
+    emu = emulator_factory("oauth2_basic")
+    store = FileTokenStore(str(tmp_path / "store"))
+    keepers: dict[str, TokenKeeper] = {}
+    for i in range(24):
+        seed = emu.issue_tokens()
+        keepers[f"c{i:02d}"] = make_keeper(
+            emu, tmp_path, seed.refresh_token, seed.access_token, store=store, key=f"c{i:02d}"
+        )
+    outcomes = refresh_all(keepers, force=True, max_workers=4)
+    assert all(isinstance(o, RefreshOutcome) and o.refreshed for o in outcomes.values()), outcomes
+    assert emu.refresh_requests == 24
+    ports = {request.client_port for request in emu.requests}
+    assert 1 <= len(ports) <= 4 and 0 not in ports, sorted(ports)
+    for key in keepers:
+        stored, _ = store.read(key)
+        assert stored is not None and stored.refresh_token is not None
+        assert emu.is_refresh_token_valid(stored.refresh_token.get_secret_value())
+    # The pool was closed with the fan-out; a keeper refreshes on its own client afterwards.
+    assert keepers["c00"].refresh(force=True).refreshed
+    assert emu.refresh_requests == 25

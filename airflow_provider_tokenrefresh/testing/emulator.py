@@ -407,6 +407,7 @@ class VendorEmulator(TokenState, FaultInjection):
                     body=request.body,
                     client_cert_subject=request.client_cert_subject,
                     time=self.clock(),
+                    client_port=request.client_port,
                 )
             )
             fault = self._faults.pop(0) if self._faults else None

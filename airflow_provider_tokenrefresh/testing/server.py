@@ -63,6 +63,8 @@ class RecordedRequest:
     :param body: the raw body bytes.
     :param client_cert_subject: the verified client certificate's subject (mutual TLS), else ``None``.
     :param time: the emulator clock's time when the request arrived.
+    :param client_port: the TCP port of the client's end of the connection (one per connection:
+        how many connections a client opened, and whether it kept them alive).
     """
 
     method: str
@@ -73,6 +75,7 @@ class RecordedRequest:
     body: bytes
     client_cert_subject: str | None = None
     time: float = 0.0
+    client_port: int = 0
 
     def header(self, name: str) -> str | None:
         """A header's value, case-insensitively."""
@@ -102,6 +105,7 @@ class IncomingRequest:
     raw_headers: tuple[tuple[str, str], ...]
     body: bytes
     client_cert_subject: str | None
+    client_port: int = 0
 
     def header(self, name: str) -> str | None:
         """A header's value, case-insensitively."""
@@ -320,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw_headers=raw_headers,
             body=body,
             client_cert_subject=subject,
+            client_port=int(self.client_address[1]),
         )
         arrived = time.time()
         response = emulator._dispatch(request)

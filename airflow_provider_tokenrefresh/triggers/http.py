@@ -90,7 +90,10 @@ class TokenRefreshHttpTrigger(BaseTrigger):
                 if response.status_code == 401:
                     fresh = await _in_trigger_thread(
                         functools.partial(
-                            hook.keeper.refresh, force=True, min_ttl=min_ttl, unless_newer_than=record.generation
+                            hook.keeper.refresh,
+                            force=True,
+                            min_ttl=min_ttl,
+                            unless_newer_than=record.generation,
                         )
                     )
                     record = fresh.record
