@@ -151,6 +151,40 @@ def _peer(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _floor(job: dict[str, Any]) -> dict[str, Any]:
+    """The machine's limit for this fan-out: the same refresh requests from ``max_workers`` threads
+    on bare kept-alive ``httpx.Client`` s (one per thread), nothing parsed, stored or locked."""
+    import ssl
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    rss_imports = maxrss_bytes()
+    verify = ssl.create_default_context()
+    local = threading.local()
+    auth = (job["client_id"], job["client_secret"])
+
+    def one(refresh_token: str) -> int:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(verify=verify, trust_env=False, timeout=30)
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return client.post(job["token_url"], data=data, auth=auth).status_code
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(job["max_workers"]) as pool:
+        codes = Counter(pool.map(one, [seed["refresh_token"] for seed in job["seeds"]]))
+    wall = time.perf_counter() - start
+    return {
+        "setup_s": 0.0,
+        "wall_s": wall,
+        "refreshed": codes.get(200, 0),
+        "errors": {str(code): n for code, n in codes.items() if code != 200},
+        "maxrss_after_imports_bytes": rss_imports,
+        "maxrss_bytes": maxrss_bytes(),
+    }
+
+
 def _side(
     side: str, emulator: Any, workdir: Path, connections: int, max_workers: int, budget: float
 ) -> dict[str, Any]:
@@ -220,6 +254,12 @@ def run(
                 f"errors {ours['errors'] or 'none'}, peak RSS {ours['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
+        floor = _side("floor", emulator, Path(tmp) / "floor", connections, max_workers, budget)
+        print(
+            f"  fan-out floor (bare httpx, {max_workers} threads, no store): {floor['wall_s']:.2f} s, "
+            f"{floor['refreshed']}/{connections} answered 200",
+            flush=True,
+        )
         peer = _side("peer", emulator, Path(tmp) / "peer", connections, max_workers, budget)
         print(
             f"  fan-out peer: {peer['wall_s']:.2f} s, {peer['refreshed']}/{connections} refreshed, "
@@ -241,6 +281,7 @@ def run(
             "listen_backlog": LISTEN_BACKLOG,
             "ours": "keeper.refresh_all(force=True) over TokenKeeper x N, one FileTokenStore, one FileRefreshLock",
             "peer": "for each connection: authlib OAuth2Client(...).refresh_token(url), update_token -> JSON file",
+            "floor": "the same requests from max_workers threads on bare kept-alive httpx clients, no store or lock",
             "timed": "ours: refresh_all only (keepers built before, setup_s); peer: the whole loop incl. clients",
             "goal_s": GOAL_SECONDS,
             "budget_s": budget,
@@ -248,9 +289,11 @@ def run(
         },
         "ours": ours,
         "peer": peer,
+        "floor": floor,
         "goal_met": goal,
         "ratios": {
             "wall_s": None if ours.get("timed_out") else ratio(ours["wall_s"], peer["wall_s"]),
+            "wall_s_vs_floor": None if ours.get("timed_out") else ratio(ours["wall_s"], floor["wall_s"]),
             "peak_rss": ratio(ours["maxrss_bytes"], peer["maxrss_bytes"]),
         },
     }
@@ -284,7 +327,8 @@ def _child(argv: list[str]) -> None:
 
     side, job_path, out_path = argv
     job = json.loads(Path(job_path).read_text())
-    result = _run_ours_within(job, job["budget_s"]) if side == "ours" else _peer(job)
+    sides = {"peer": _peer, "floor": _floor}
+    result = _run_ours_within(job, job["budget_s"]) if side == "ours" else sides[side](job)
     Path(out_path).write_text(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)  # do not wait for a refresh thread that overran its budget

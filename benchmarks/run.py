@@ -156,6 +156,12 @@ def markdown(results: dict[str, Any]) -> str:
         rows.append(
             f"| {name} | wall time (s) | {ours_wall} | {p['wall_s']:.2f} | {_ratio(fanout['ratios']['wall_s'])} |"
         )
+        floor = fanout.get("floor")
+        if floor:
+            rows.append(
+                f"| | limit: bare httpx, {c['max_workers']} threads, no store or lock (s) | "
+                f"{ours_wall} | {floor['wall_s']:.2f} (floor) | {_ratio(fanout['ratios'].get('wall_s_vs_floor'))} |"
+            )
         setup = o.get("setup_s")
         rows.append(
             f"| | building the keepers (s, not in wall time) | "

@@ -45,6 +45,8 @@ class Window:
     ti_states: dict[str, int] = field(default_factory=dict)
     ti_seconds_p50: float | None = None
     ti_seconds_max: float | None = None
+    #: Each use's time to token (ms, measured in the task around ``get_token()``), sorted.
+    token_ms: list[float] = field(default_factory=list)
     logs_by_worker: dict[str, int] = field(default_factory=dict)
     #: "Token refreshed" log lines per component (the Test button's refresh is in no task log).
     refreshed_in: dict[str, int] = field(default_factory=dict)
@@ -91,7 +93,16 @@ class Configuration:
             "invalid_grant": self.invalid_grant_total,
             "probes": sum(w.probes for w in self.windows),
             "chain_alive": self.chain_alive,
+            # At expiry: windows after the first (the first has no access token yet, and pays the
+            # workers' cold start).
+            "token_ms_p50": percentile(self.at_expiry_token_ms, 50),
+            "token_ms_p99": percentile(self.at_expiry_token_ms, 99),
         }
+
+    @property
+    def at_expiry_token_ms(self) -> list[float]:
+        """Times to token of the windows after the first (sorted)."""
+        return sorted(t for w in self.windows[1:] for t in w.token_ms)
 
     def as_json(self) -> dict[str, Any]:
         return {**self.summary(), "extra": self.extra, "detail": [asdict(w) for w in self.windows]}
@@ -196,6 +207,7 @@ def run_configuration(
         if durations:
             window.ti_seconds_p50 = round(durations[len(durations) // 2], 1)
             window.ti_seconds_max = round(durations[-1], 1)
+        window.token_ms = times_to_token(stack.run_logs(dag_id, run_id))
         window.logs_by_worker = stack.task_logs_by_worker(dag_id, run_id)
         window.refreshed_in = stack.lines_in_run_logs(dag_id, run_id, "Token refreshed for")
         result.windows.append(window)
@@ -203,6 +215,7 @@ def run_configuration(
             f"[{name}] window {index}: run {window.run_state} in {window.seconds}s, refreshes {window.refreshes}, "
             f"invalid_grant {window.invalid_grant}, probes {window.probes}, TIs {window.ti_states}, "
             f"TI seconds p50/max {window.ti_seconds_p50}/{window.ti_seconds_max}, "
+            f"time to token p50/p99 {percentile(window.token_ms, 50)}/{percentile(window.token_ms, 99)} ms, "
             f"logs by worker {window.logs_by_worker}, refreshed in {window.refreshed_in}, "
             f"test button {str(window.test_button.get('message'))[:40]!r}"
         )
@@ -210,6 +223,93 @@ def run_configuration(
     _judge_chain(stack, emulator, family, result)
     log(f"[{name}] {result.summary()}")
     return result
+
+
+def times_to_token(logs: str) -> list[float]:
+    """Every ``time_to_token_ms=`` a run's tasks printed, sorted (pure)."""
+    import re
+
+    return sorted(float(m) for m in re.findall(r"time_to_token_ms=([0-9.]+)", logs))
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """The nearest-rank percentile of sorted ``values`` (``None`` when empty; pure)."""
+    if not values:
+        return None
+    import math
+
+    return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
+
+
+@dataclass
+class PeerWindow:
+    """The peer pattern's window: what its tasks took and what the vendor saw."""
+
+    run_id: str
+    run_state: str = ""
+    refreshes: int = 0
+    refresh_ok: int = 0
+    invalid_grant: int = 0
+    family_revoked: bool = False
+    sample_unauthorized: int = 0
+    ti_states: dict[str, int] = field(default_factory=dict)
+    token_ms: list[float] = field(default_factory=list)
+    stored_refresh_token_works: bool = False
+
+
+def run_peer_window(
+    stack: CeleryStack,
+    emulator: VendorEmulator,
+    *,
+    dag_id: str = "celery_token_herd_peer",
+    lead: float = 20.0,
+    run_timeout: float = 600.0,
+    log: Any = print,
+) -> PeerWindow:
+    """One expiry window of the peer pattern (``peer_use_token``: Variable JSON, refresh when it
+    expires within 60 s, ``Variable.set``) on a fresh token family, judged at the vendor."""
+    import httpx
+
+    seed = emulator.issue_tokens()
+    family = seed.family_id
+    conn_id, variable = "peer_herd", "peer_token__herd"
+    stack.put_connection(
+        conn_id, "http", host=emulator.base_url, login=emulator.client_id, password=emulator.client_secret
+    )
+    use_at = time.time() + 2 * lead
+    value = {"access_token": seed.access_token, "refresh_token": seed.refresh_token, "expires_at": use_at + 30}
+    with stack.api() as api:
+        api.delete(f"/api/v2/variables/{variable}")
+        api.post("/api/v2/variables", json={"key": variable, "value": json.dumps(value)}).raise_for_status()
+    n_requests, refreshed_before = len(emulator.requests), emulator.current_tokens(family).refreshes
+    unauthorized_before = emulator.counters.get("sample:unauthorized", 0)
+    run_id = stack.trigger(dag_id, {"conn_id": conn_id, "variable": variable, "use_at": use_at})
+    window = PeerWindow(run_id=run_id)
+    window.run_state = stack.wait_run(dag_id, run_id, timeout=run_timeout)
+    window.refreshes = _presented(emulator, family, n_requests)
+    snapshot = emulator.current_tokens(family)
+    window.refresh_ok = snapshot.refreshes - refreshed_before
+    window.invalid_grant = window.refreshes - window.refresh_ok
+    window.family_revoked = bool(snapshot.revoked)
+    window.sample_unauthorized = emulator.counters.get("sample:unauthorized", 0) - unauthorized_before
+    window.ti_states = dict(Counter(str(ti["state"]) for ti in stack.task_instances(dag_id, run_id)))
+    window.token_ms = times_to_token(stack.run_logs(dag_id, run_id))
+    with stack.api() as api:
+        stored = json.loads(api.get(f"/api/v2/variables/{variable}").json()["value"])
+    probe = httpx.post(
+        emulator.token_url,
+        data={"grant_type": "refresh_token", "refresh_token": stored["refresh_token"]},
+        auth=(emulator.client_id, emulator.client_secret),
+        timeout=30,
+    )
+    window.stored_refresh_token_works = probe.status_code == 200
+    log(
+        f"[peer] run {window.run_state}, refreshes {window.refreshes} ({window.refresh_ok} accepted, "
+        f"{window.invalid_grant} invalid_grant), family revoked {window.family_revoked}, TIs {window.ti_states}, "
+        f"time to token p50/p99 {percentile(window.token_ms, 50)}/{percentile(window.token_ms, 99)} ms "
+        f"({len(window.token_ms)} uses got one), stored refresh token works {window.stored_refresh_token_works}"
+    )
+    return window
 
 
 def _presented(emulator: VendorEmulator, family: str, since: int) -> int:

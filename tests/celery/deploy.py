@@ -75,7 +75,7 @@ def deployment(
             "tokenrefresh_lock_postgres", "postgres", host="127.0.0.1", port=postgres.port,
             login="postgres", schema="airflow",
         )  # fmt: skip
-        for dag_id in ("celery_token_herd", "celery_token_herd_small"):
+        for dag_id in ("celery_token_herd", "celery_token_herd_small", "celery_token_herd_peer"):
             stack.wait_for_dag(dag_id, timeout=180)
         yield Deployment(stack, emulator, postgres, redis, time.monotonic() - t0)
     finally:

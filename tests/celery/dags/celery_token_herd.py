@@ -9,6 +9,7 @@ vendor.
 
 ``celery_token_herd``: 64 mapped tasks + 8 sensors (``make cluster-demo``);
 ``celery_token_herd_small``: 12 mapped tasks + 4 sensors = 16 uses (``make test``).
+``celery_token_herd_peer``: 64 mapped tasks of the peer pattern (Variable JSON, refresh, ``Variable.set``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def use_token(i: int) -> dict[str, Any]:
     use_at = float(conf["use_at"])
     while time.time() < use_at:  # the scenario's moment (wall clock), not a synchronization
         time.sleep(min(0.05, max(0.0, use_at - time.time())))
+    started = time.perf_counter()
     hook = TokenRefreshHook(conf["conn_id"])
+    hook.get_token()
+    token_ms = (time.perf_counter() - started) * 1e3
+    print(f"time_to_token_ms={token_ms:.1f}")  # read back by the cluster figure (make cluster-demo)
     with hook.http_client(timeout=30) as client:
         response = client.get("/api/v1/sample")
     response.raise_for_status()
@@ -55,8 +60,50 @@ def use_token(i: int) -> dict[str, Any]:
         "i": i,
         "status": response.status_code,
         "late_by": round(time.time() - use_at, 2),
+        "token_ms": round(token_ms, 1),
         "home": os.environ.get("AIRFLOW_HOME", ""),
     }
+
+
+@task(retries=0, execution_timeout=timedelta(minutes=5))
+def peer_use_token(i: int) -> dict[str, Any]:
+    """The peer pattern users write today: read the token JSON from a Variable; when it is about to
+    expire, refresh it with the connection's client credentials and ``Variable.set`` the answer.
+    No lock, no intent: the cluster figure's peer (``make cluster-demo``)."""
+    import json
+
+    import httpx
+    from airflow.sdk import BaseHook, Variable
+
+    conf = get_current_context()["dag_run"].conf
+    use_at = float(conf["use_at"])
+    while time.time() < use_at:  # the scenario's moment (wall clock), not a synchronization
+        time.sleep(min(0.05, max(0.0, use_at - time.time())))
+    started = time.perf_counter()
+    conn = BaseHook.get_connection(conf["conn_id"])
+    token = json.loads(Variable.get(conf["variable"]))
+    if token["expires_at"] - time.time() < 300:
+        answer = httpx.post(
+            f"{conn.host}/api/v1/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+            auth=(conn.login or "", conn.password or ""),
+            timeout=30,
+        )
+        answer.raise_for_status()
+        body = answer.json()
+        token = {
+            "access_token": body["access_token"],
+            "refresh_token": body.get("refresh_token", token["refresh_token"]),
+            "expires_at": time.time() + float(body["expires_in"]),
+        }
+        Variable.set(conf["variable"], json.dumps(token))
+    token_ms = (time.perf_counter() - started) * 1e3
+    print(f"time_to_token_ms={token_ms:.1f}")
+    response = httpx.get(
+        f"{conn.host}/api/v1/sample", headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=30
+    )
+    response.raise_for_status()
+    return {"i": i, "status": response.status_code, "token_ms": round(token_ms, 1)}
 
 
 for dag_id, tasks, sensors in (("celery_token_herd", 64, 8), ("celery_token_herd_small", 12, 4)):
@@ -78,3 +125,13 @@ for dag_id, tasks, sensors in (("celery_token_herd", 64, 8), ("celery_token_herd
                 timeout=300,
                 retries=0,
             )
+
+with DAG(
+    dag_id="celery_token_herd_peer",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["tokenrefresh", "celery", "peer"],
+    doc_md=__doc__,
+):
+    peer_use_token.expand(i=list(range(64)))
