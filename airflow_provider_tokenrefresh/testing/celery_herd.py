@@ -262,12 +262,18 @@ def run_peer_window(
     emulator: VendorEmulator,
     *,
     dag_id: str = "celery_token_herd_peer",
+    expires_in: float = 30.0,
     lead: float = 20.0,
     run_timeout: float = 600.0,
     log: Any = print,
 ) -> PeerWindow:
     """One expiry window of the peer pattern (``peer_use_token``: Variable JSON, refresh when it
-    expires within 60 s, ``Variable.set``) on a fresh token family, judged at the vendor."""
+    expires within 60 s, ``Variable.set``) on a fresh token family, judged at the vendor.
+
+    :param expires_in: what the Variable says is left of the access token at the uses' moment:
+        under 60 s every use refreshes (at expiry); say 3600 and no use does (the read-only floor:
+        what getting a still-valid token from a Variable costs a task on this deployment).
+    """
     import httpx
 
     seed = emulator.issue_tokens()
@@ -277,7 +283,11 @@ def run_peer_window(
         conn_id, "http", host=emulator.base_url, login=emulator.client_id, password=emulator.client_secret
     )
     use_at = time.time() + 2 * lead
-    value = {"access_token": seed.access_token, "refresh_token": seed.refresh_token, "expires_at": use_at + 30}
+    value = {
+        "access_token": seed.access_token,
+        "refresh_token": seed.refresh_token,
+        "expires_at": use_at + expires_in,
+    }
     with stack.api() as api:
         api.delete(f"/api/v2/variables/{variable}")
         api.post("/api/v2/variables", json={"key": variable, "value": json.dumps(value)}).raise_for_status()
@@ -294,8 +304,8 @@ def run_peer_window(
     window.sample_unauthorized = emulator.counters.get("sample:unauthorized", 0) - unauthorized_before
     window.ti_states = dict(Counter(str(ti["state"]) for ti in stack.task_instances(dag_id, run_id)))
     window.token_ms = times_to_token(stack.run_logs(dag_id, run_id))
-    with stack.api() as api:
-        stored = json.loads(api.get(f"/api/v2/variables/{variable}").json()["value"])
+    # The CLI, not the REST API: the API masks a Variable whose key says "token" (as it should).
+    stored = json.loads(stack.airflow("variables", "get", variable).stdout.strip().splitlines()[-1])
     probe = httpx.post(
         emulator.token_url,
         data={"grant_type": "refresh_token", "refresh_token": stored["refresh_token"]},
@@ -304,7 +314,7 @@ def run_peer_window(
     )
     window.stored_refresh_token_works = probe.status_code == 200
     log(
-        f"[peer] run {window.run_state}, refreshes {window.refreshes} ({window.refresh_ok} accepted, "
+        f"[peer, {expires_in:g} s left] run {window.run_state}, refreshes {window.refreshes} ({window.refresh_ok} accepted, "
         f"{window.invalid_grant} invalid_grant), family revoked {window.family_revoked}, TIs {window.ti_states}, "
         f"time to token p50/p99 {percentile(window.token_ms, 50)}/{percentile(window.token_ms, 99)} ms "
         f"({len(window.token_ms)} uses got one), stored refresh token works {window.stored_refresh_token_works}"
