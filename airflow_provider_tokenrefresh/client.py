@@ -431,11 +431,17 @@ class RefreshClient:
 
     def shared_client(self, max_connections: int) -> httpx.Client:
         """A new ``httpx.Client`` configured like this client, pooling up to ``max_connections``
-        keep-alive connections, for every client with the same :meth:`share_key` to :meth:`lend`."""
+        keep-alive connections, for every client with the same :meth:`share_key` to :meth:`lend`.
+
+        It keeps no cookies: connections with different credentials send through it, and a cookie
+        one of them was given must not travel with another's refresh."""
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
+
         import httpx
 
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        return httpx.Client(limits=limits, **self._client_kwargs())  # type: ignore[arg-type]
+        no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        return httpx.Client(limits=limits, cookies=no_cookies, **self._client_kwargs())  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def lend(self, http: httpx.Client) -> Iterator[None]:

@@ -348,3 +348,21 @@ def test_refresh_all_sends_many_connections_through_one_pool_of_kept_alive_conne
     # The pool was closed with the fan-out; a keeper refreshes on its own client afterwards.
     assert keepers["c00"].refresh(force=True).refreshed
     assert emu.refresh_requests == 25
+
+
+def test_the_pool_lent_to_many_connections_keeps_no_cookie(emulator_factory: EmulatorFactory) -> None:
+    """A cookie one connection was given (a load balancer's, a vendor's session) must not travel
+    with another connection's refresh through the shared pool."""
+    import httpx
+
+    from .conftest import client_for
+
+    client = client_for(emulator_factory("oauth2_basic"))
+    with client.shared_client(4) as shared:
+        request = httpx.Request("POST", client.url)
+        answer = httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"}, request=request)
+        shared.cookies.extract_cookies(answer)
+        assert len(shared.cookies) == 0
+    with httpx.Client() as plain:  # the same answer in a default client is kept: the check can fail
+        plain.cookies.extract_cookies(answer)
+        assert len(plain.cookies) == 1
