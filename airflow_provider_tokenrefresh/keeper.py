@@ -60,7 +60,6 @@ This module imports nothing from Airflow.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -92,7 +91,6 @@ from airflow_provider_tokenrefresh.lease import (
     effective_margin,
     expiry_basis_for,
     grace_retry_allowed,
-    keeper_refresh_margin,
     lapse_warning,
 )
 from airflow_provider_tokenrefresh.redaction import redact, remember_secrets
@@ -100,7 +98,7 @@ from airflow_provider_tokenrefresh.shield import deferred_signals
 from airflow_provider_tokenrefresh.tokens import AlternateTokens, TokenRecord, fingerprint, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from datetime import datetime
 
     from airflow_provider_tokenrefresh.client import RefreshClient
@@ -526,7 +524,7 @@ class TokenKeeper:
         :param unless_newer_than: with ``force``, a stored generation above this one satisfies the
             request (a 401 on generation N is answered by anyone's generation N+1).
         :param refresh_margin: the refresh-token margin of this call (default: the keeper's);
-            :func:`refresh_all` passes :func:`~airflow_provider_tokenrefresh.lease.keeper_refresh_margin`.
+            :func:`~airflow_provider_tokenrefresh.fanout.refresh_all` passes :func:`~.lease.keeper_refresh_margin`.
 
         Afterwards, a refresh token lapsing within the horizon is logged (:meth:`warn_if_lapsing`).
         """
@@ -1152,55 +1150,3 @@ class TokenKeeper:
 
 def _same_tokens(a: TokenRecord, b: TokenRecord) -> bool:
     return a.secrets()[:2] == b.secrets()[:2]
-
-
-def refresh_all(
-    keepers: dict[str, TokenKeeper],
-    *,
-    force: bool = False,
-    min_ttl: float | None = None,
-    max_workers: int = 32,
-) -> dict[str, RefreshOutcome | Exception]:
-    """Refresh many connections concurrently (bounded), each through its own lock and store.
-
-    Used by ``TokenRefreshOperator``. One connection's failure never stops the others: its entry
-    holds the exception instead of an outcome. A keeper run's ``min_ttl`` also applies to the
-    refresh token (:func:`~airflow_provider_tokenrefresh.lease.keeper_refresh_margin`), so an idle
-    connection's refresh token is renewed before it would lapse between runs.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(item: tuple[str, TokenKeeper]) -> tuple[str, RefreshOutcome | Exception]:
-        name, keeper = item
-        try:
-            ttl = keeper.refresh_margin if min_ttl is None else min_ttl
-            return name, keeper.refresh(
-                force=force, min_ttl=ttl, refresh_margin=keeper_refresh_margin(keeper.refresh_margin, ttl)
-            )
-        except Exception as exc:  # noqa: BLE001 - reported per connection
-            return name, exc
-
-    if not keepers:
-        return {}
-    workers = max(1, min(max_workers, len(keepers)))
-    with contextlib.ExitStack() as stack:
-        _share_http_clients(keepers.values(), workers, stack)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return dict(pool.map(one, keepers.items()))
-
-
-def _share_http_clients(keepers: Iterable[TokenKeeper], pool_size: int, stack: contextlib.ExitStack) -> None:
-    """Lend one pooled ``httpx.Client`` to every keeper whose client has the same TLS context and
-    timeout (:meth:`RefreshClient.share_key`), for the duration of ``stack``: a fan-out over 1,000
-    connections of one vendor then keeps ``pool_size`` connections alive instead of building 1,000
-    clients and doing 1,000 TCP (and TLS) handshakes. Closed when ``stack`` exits."""
-    shared: dict[tuple[object, ...], Any] = {}
-    for keeper in keepers:
-        client = keeper.client
-        share_key = getattr(client, "share_key", None)
-        key = share_key() if share_key is not None else None
-        if key is None:
-            continue
-        if key not in shared:
-            shared[key] = stack.enter_context(client.shared_client(pool_size))
-        stack.enter_context(client.lend(shared[key]))

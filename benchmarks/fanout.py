@@ -1,6 +1,6 @@
 """Fan-out: one keeper task refreshes 1,000 connections against a vendor with 50 ms latency.
 
-Ours: ``keeper.refresh_all(keepers, force=True, max_workers=64)`` — what ``TokenRefreshOperator``
+Ours: ``fanout.refresh_all(keepers, force=True, max_workers=64)`` — what ``TokenRefreshOperator``
 runs — over 1,000 ``TokenKeeper`` objects sharing one ``FileTokenStore`` and one
 ``FileRefreshLock``. Peer: the same 1,000 refreshes one after another, each with its own Authlib
 ``OAuth2Client`` persisting through ``update_token``. Each side runs in its own child process
@@ -49,7 +49,8 @@ def _ours(job: dict[str, Any], progress: dict[str, Any], started: threading.Even
     from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
     from airflow_provider_tokenrefresh.dialects import PRESETS
     from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
-    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, Seed, TokenKeeper, refresh_all
+    from airflow_provider_tokenrefresh.fanout import refresh_all
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, Seed, TokenKeeper
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores import FileTokenStore
 
@@ -279,7 +280,7 @@ def run(
             "max_workers": max_workers,
             "vendor": "OAuth2BasicEmulator(rotation=True, reuse_detection=True)",
             "listen_backlog": LISTEN_BACKLOG,
-            "ours": "keeper.refresh_all(force=True) over TokenKeeper x N, one FileTokenStore, one FileRefreshLock",
+            "ours": "fanout.refresh_all(force=True) over TokenKeeper x N, one FileTokenStore, one FileRefreshLock",
             "peer": "for each connection: authlib OAuth2Client(...).refresh_token(url), update_token -> JSON file",
             "floor": "the same requests from max_workers threads on bare kept-alive httpx clients, no store or lock",
             "timed": "ours: refresh_all only (keepers built before, setup_s); peer: the whole loop incl. clients",

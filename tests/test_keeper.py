@@ -326,7 +326,8 @@ def test_refresh_all_sends_many_connections_through_one_pool_of_kept_alive_conne
 ) -> None:
     """24 connections of one vendor, 4 at a time: the vendor sees at most 4 TCP connections (one
     lent pool), not 24 clients with a handshake each; afterwards each keeper sends on its own."""
-    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, refresh_all
+    from airflow_provider_tokenrefresh.fanout import refresh_all
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome
 
     emu = emulator_factory("oauth2_basic")
     store = FileTokenStore(str(tmp_path / "store"))

@@ -24,7 +24,8 @@ from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
 from airflow_provider_tokenrefresh.dialects import PRESETS
 from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
 from airflow_provider_tokenrefresh.errors import RefreshTokenRejected
-from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper, refresh_all
+from airflow_provider_tokenrefresh.fanout import refresh_all
+from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
 from airflow_provider_tokenrefresh.lease import (
     View,
     decide,

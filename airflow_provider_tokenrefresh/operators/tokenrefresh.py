@@ -69,8 +69,9 @@ class TokenRefreshOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Refresh concurrently; return ``{conn_id: non-secret status}``."""
+        from airflow_provider_tokenrefresh.fanout import refresh_all
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
-        from airflow_provider_tokenrefresh.keeper import RefreshOutcome, TokenKeeper, refresh_all
+        from airflow_provider_tokenrefresh.keeper import RefreshOutcome, TokenKeeper
         from airflow_provider_tokenrefresh.notify import notify_connection
 
         ids = self._ids()
