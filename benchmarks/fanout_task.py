@@ -1,0 +1,90 @@
+"""The 1,000-connection fan-out inside a real Airflow task, beside the peer pattern users write.
+
+A throwaway deployment (``AirflowStack``: LocalExecutor, SQLite, 127.0.0.1) runs
+``benchmarks/dags/fanout_task_dag.py``: in one task, ours (``fanout.refresh_all`` over 1,000
+keepers on the default Variable store, i.e. the execution API) and then the peer (a loop of
+``httpx.post`` + ``Variable.set`` per connection), each on fresh token families of one emulated
+vendor with 50 ms latency. Reported: both wall times and the vendor's count of accepted refreshes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, configure_bytecode_cache, ratio, vendor, write_private_json
+
+DAG_ID = "fanout_task"
+DAG_FILE = Path(__file__).resolve().parent / "dags" / "fanout_task_dag.py"
+CONNECTIONS = 1000
+LATENCY = 0.05
+MAX_WORKERS = 64
+
+
+def run(connections: int = CONNECTIONS, latency: float = LATENCY) -> dict[str, Any]:
+    """Start the deployment, run the task once, stop everything; both sides' figures."""
+    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
+
+    configure_bytecode_cache()
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-task-"))
+    (tmp / "dags").mkdir()
+    shutil.copy(DAG_FILE, tmp / "dags" / DAG_FILE.name)
+    stack = AirflowStack(home=tmp / "home", dags_folder=tmp / "dags", extra_env={"PYTHONPATH": str(REPO)})
+    try:
+        with vendor(rotation=True, reuse_detection=True, latency=latency) as emulator:
+
+            def seeds() -> list[dict[str, str]]:
+                issued = [emulator.issue_tokens() for _ in range(connections)]
+                return [{"refresh_token": s.refresh_token, "access_token": s.access_token} for s in issued]
+
+            job = {
+                "base_url": emulator.base_url,
+                "token_url": emulator.token_url,
+                "client_id": emulator.client_id,
+                "client_secret": emulator.client_secret,
+                "max_workers": MAX_WORKERS,
+                "ours": seeds(),
+                "peer": seeds(),
+            }
+            write_private_json(tmp / "job.json", job)
+            stack.migrate()
+            stack.start()
+            stack.wait_for_dag(DAG_ID)
+            run_id = stack.trigger(DAG_ID, {"job": str(tmp / "job.json")})
+            state = stack.wait_run(DAG_ID, run_id, timeout=1800)
+            if state != "success":
+                raise RuntimeError(stack.explain(DAG_ID, run_id))
+            figures: dict[str, Any] = stack.xcom(DAG_ID, run_id, "fan_out")
+            figures["vendor_ok"] = emulator.counters.get("ok", 0)
+            figures["vendor_invalid_grant"] = emulator.counters.get("invalid_grant", 0)
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "config": {
+            "deployment": "AirflowStack (LocalExecutor, SQLite, 127.0.0.1); Variable store, file lock",
+            "connections": connections,
+            "latency_s": latency,
+            "max_workers": MAX_WORKERS,
+            "ours": "fanout.refresh_all(force=True) over TokenKeeper x N on VariableTokenStore, in one task",
+            "peer": "for each connection: httpx.post(refresh) then Variable.set(JSON), in the same task",
+        },
+        "results": figures,
+        "ratios": {"wall_s": ratio(figures["ours_s"], figures["peer_s"])},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import signal
+    import sys
+
+    # SIGTERM (a Ctrl-C'd make, a timeout) runs the finally above: every component stopped by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = run(int(sys.argv[1]) if len(sys.argv) > 1 else CONNECTIONS)
+    print(json.dumps(result, indent=2))
