@@ -189,3 +189,49 @@ def authlib_oauth2_client() -> Any:
     from authlib.integrations.httpx_client import OAuth2Client  # type: ignore[import-untyped]
 
     return OAuth2Client
+
+
+def basic_keepers(
+    job: dict[str, Any], seeds: list[dict[str, str]], store: Any, lock: Any, name: Callable[[int], str],
+    store_key: Callable[[str], str] = lambda conn_id: conn_id,
+) -> dict[str, Any]:  # fmt: skip
+    """One ``TokenKeeper`` per seed against the job's ``oauth2_basic`` emulator, as the hook builds
+    them (own ``RefreshClient`` each), sharing ``store`` and ``lock``; keyed by ``name(i)``."""
+    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+    from airflow_provider_tokenrefresh.dialects import PRESETS
+    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+    from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+
+    credentials = ClientCredentials(job["client_id"], job["client_secret"])
+    keepers: dict[str, Any] = {}
+    for i, seed in enumerate(seeds):
+        conn_id = name(i)
+        client = RefreshClient(
+            PRESETS["oauth2_basic"],
+            ClientSettings(
+                base_url=job["base_url"], credentials=credentials, allow_insecure_http=True, conn_id=conn_id
+            ),
+        )
+        keepers[conn_id] = TokenKeeper(
+            store_key(conn_id),
+            client,
+            store,
+            lock,
+            Seed(seed["refresh_token"], seed["access_token"]),
+            conn_id=conn_id,
+        )
+    return keepers
+
+
+def task_stack(prefix: str, dag_file: Path) -> tuple[Path, Any]:
+    """A scratch directory with ``dag_file`` in its DAG folder and an ``AirflowStack`` (not yet
+    started) whose tasks can import ``benchmarks``; the caller stops it and removes the directory."""
+    import shutil
+
+    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
+
+    configure_bytecode_cache()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    (tmp / "dags").mkdir()
+    shutil.copy(dag_file, tmp / "dags" / dag_file.name)
+    return tmp, AirflowStack(home=tmp / "home", dags_folder=tmp / "dags", extra_env={"PYTHONPATH": str(REPO)})

@@ -25,6 +25,7 @@ from benchmarks.common import (
     LISTEN_BACKLOG,
     atomic_write_json,
     authlib_oauth2_client,
+    basic_keepers,
     child_env,
     maxrss_bytes,
     ratio,
@@ -46,11 +47,8 @@ CHILD_TIMEOUT = 900
 
 
 def _ours(job: dict[str, Any], progress: dict[str, Any], started: threading.Event) -> dict[str, Any]:
-    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
-    from airflow_provider_tokenrefresh.dialects import PRESETS
-    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
     from airflow_provider_tokenrefresh.fanout import refresh_all
-    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, Seed, TokenKeeper
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores import FileTokenStore
 
@@ -59,20 +57,8 @@ def _ours(job: dict[str, Any], progress: dict[str, Any], started: threading.Even
     setup = time.perf_counter()
     store = FileTokenStore(str(Path(job["workdir"]) / "store"))
     lock = FileRefreshLock(str(Path(job["workdir"]) / "locks"))
-    credentials = ClientCredentials(job["client_id"], job["client_secret"])
-    keepers: dict[str, TokenKeeper] = {}
-    for i, seed in enumerate(job["seeds"]):
-        key = f"conn_{i:04d}"
-        client = RefreshClient(
-            PRESETS["oauth2_basic"],
-            ClientSettings(
-                base_url=job["base_url"], credentials=credentials, allow_insecure_http=True, conn_id=key
-            ),
-        )
-        keepers[key] = TokenKeeper(
-            key, client, store, lock, Seed(seed["refresh_token"], seed["access_token"]), conn_id=key
-        )
-        progress["keepers_built"] = i + 1
+    keepers = basic_keepers(job, job["seeds"], store, lock, lambda i: f"conn_{i:04d}")
+    progress["keepers_built"] = len(keepers)
     setup = time.perf_counter() - setup
     start = time.perf_counter()
     progress.update(phase="refresh_all", setup_s=setup, refresh_all_started=start)

@@ -10,12 +10,11 @@ vendor with 50 ms latency. Reported: both wall times and the vendor's count of a
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, configure_bytecode_cache, ratio, vendor, write_private_json
+from benchmarks.common import ratio, task_stack, vendor, write_private_json
 
 DAG_ID = "fanout_task"
 DAG_FILE = Path(__file__).resolve().parent / "dags" / "fanout_task_dag.py"
@@ -26,14 +25,9 @@ MAX_WORKERS = 64
 
 def run(connections: int = CONNECTIONS, latency: float = LATENCY) -> dict[str, Any]:
     """Start the deployment, run the task once, stop everything; both sides' figures."""
-    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
-    configure_bytecode_cache()
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-task-"))
-    (tmp / "dags").mkdir()
-    shutil.copy(DAG_FILE, tmp / "dags" / DAG_FILE.name)
-    stack = AirflowStack(home=tmp / "home", dags_folder=tmp / "dags", extra_env={"PYTHONPATH": str(REPO)})
+    tmp, stack = task_stack("bench-fanout-task-", DAG_FILE)
     try:
         with vendor(rotation=True, reuse_detection=True, latency=latency) as emulator:
 

@@ -10,12 +10,11 @@ in the task's own process. Goal: ``get_token()`` in a task at most 2x the cache 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, configure_bytecode_cache, ratio
+from benchmarks.common import ratio, task_stack
 
 DAG_ID = "hotpath_task"
 DAG_FILE = Path(__file__).resolve().parent / "dags" / "hotpath_task_dag.py"
@@ -26,21 +25,18 @@ def run() -> dict[str, Any]:
     """Start the deployment, run the task once, stop everything; the task's figures and ratios."""
     from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
     from airflow_provider_tokenrefresh.testing.connections import emulator_connection
-    from airflow_provider_tokenrefresh.testing.stack import AirflowStack
 
-    configure_bytecode_cache()
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-hot-task-"))
-    (tmp / "dags").mkdir()
-    shutil.copy(DAG_FILE, tmp / "dags" / DAG_FILE.name)
-    stack = AirflowStack(home=tmp / "home", dags_folder=tmp / "dags", extra_env={"PYTHONPATH": str(REPO)})
+    tmp, stack = task_stack("bench-hot-task-", DAG_FILE)
     try:
         with OAuth2BasicEmulator() as emulator:
             seed = emulator.issue_tokens()
             stack.migrate()
             stack.start()
             stack.put_connection(
-                "hot_task", "tokenrefresh_oauth2_basic", **emulator_connection(emulator, seed.refresh_token, None)
+                "hot_task",
+                "tokenrefresh_oauth2_basic",
+                **emulator_connection(emulator, seed.refresh_token, None),
             )
             stack.wait_for_dag(DAG_ID)
             run_id = stack.trigger(DAG_ID, {"conn_id": "hot_task"})

@@ -268,10 +268,10 @@ def run_peer_window(
     log: Any = print,
 ) -> PeerWindow:
     """One expiry window of the peer pattern (``peer_use_token``: Variable JSON, refresh when it
-    expires within 60 s, ``Variable.set``) on a fresh token family, judged at the vendor.
+    expires within 300 s (our default margin), ``Variable.set``) on a fresh token family, judged at the vendor.
 
     :param expires_in: what the Variable says is left of the access token at the uses' moment:
-        under 60 s every use refreshes (at expiry); say 3600 and no use does (the read-only floor:
+        under 300 s every use refreshes (at expiry); say 3600 and no use does (the read-only floor:
         what getting a still-valid token from a Variable costs a task on this deployment).
     """
     import httpx

@@ -29,32 +29,25 @@ def fan_out(job_path: str) -> dict[str, Any]:
     import httpx
     from airflow.sdk import Variable
 
-    from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
-    from airflow_provider_tokenrefresh.dialects import PRESETS
-    from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
     from airflow_provider_tokenrefresh.fanout import refresh_all
-    from airflow_provider_tokenrefresh.keeper import RefreshOutcome, Seed, TokenKeeper
+    from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
+    from airflow_provider_tokenrefresh.testing.peer import peer_refresh
+    from benchmarks.common import basic_keepers
 
     with open(job_path) as fh:
         job = json.load(fh)
-    credentials = ClientCredentials(job["client_id"], job["client_secret"])
     store = VariableTokenStore()
     lock = FileRefreshLock(tempfile.mkdtemp(prefix="fanout-locks-"))
-    keepers = {}
-    for i, seed in enumerate(job["ours"]):
-        conn_id = f"fan_{i:04d}"
-        client = RefreshClient(
-            PRESETS["oauth2_basic"],
-            ClientSettings(
-                base_url=job["base_url"], credentials=credentials, allow_insecure_http=True, conn_id=conn_id
-            ),
-        )
-        keepers[conn_id] = TokenKeeper(
-            f"tokenrefresh_token__{conn_id}", client, store, lock,
-            Seed(seed["refresh_token"], seed["access_token"]), conn_id=conn_id,
-        )  # fmt: skip
+    keepers = basic_keepers(
+        job,
+        job["ours"],
+        store,
+        lock,
+        lambda i: f"fan_{i:04d}",
+        lambda conn_id: f"tokenrefresh_token__{conn_id}",
+    )
     started = time.perf_counter()
     outcomes = refresh_all(keepers, force=True, max_workers=job["max_workers"])
     ours_s = time.perf_counter() - started
@@ -67,18 +60,9 @@ def fan_out(job_path: str) -> dict[str, Any]:
     peer_ok = 0
     with httpx.Client(trust_env=False, timeout=30) as http:
         for i, seed in enumerate(job["peer"]):
-            answer = http.post(
-                job["token_url"],
-                data={"grant_type": "refresh_token", "refresh_token": seed["refresh_token"]},
-                auth=(job["client_id"], job["client_secret"]),
+            token = peer_refresh(
+                http, job["token_url"], seed["refresh_token"], job["client_id"], job["client_secret"]
             )
-            answer.raise_for_status()
-            body = answer.json()
-            token = {
-                "access_token": body["access_token"],
-                "refresh_token": body.get("refresh_token", seed["refresh_token"]),
-                "expires_at": time.time() + float(body["expires_in"]),
-            }
             Variable.set(f"peer_token__fan_{i:04d}", json.dumps(token))
             peer_ok += 1
     peer_s = time.perf_counter() - started
