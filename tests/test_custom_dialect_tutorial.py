@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from airflow_provider_tokenrefresh.errors import ConfigurationError
 from airflow_provider_tokenrefresh.settings import settings_from_fields
+from airflow_provider_tokenrefresh.testing.stack import stop_process_groups
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "custom-dialect.md"
 BIN = Path(sys.executable).parent
@@ -72,13 +71,10 @@ def emulate() -> Any:
                 break
         assert len(lines) == 2, lines
         yield {**lines[0], **lines[1]}
-    finally:  # stopped by its PID, as tests/test_emulate_newcomer.py does
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
+    finally:  # stopped by its PID: SIGTERM to its group, SIGKILL after 30 s
+        stop_process_groups([proc], grace=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_tokenrefresh.testing import EMULATORS
-from airflow_provider_tokenrefresh.testing.stack import AirflowStack
+from airflow_provider_tokenrefresh.testing.stack import AirflowStack, stop_process_groups
 
 BIN = Path(sys.executable).parent
 
@@ -107,12 +107,7 @@ def test_pasted_connection_lines_refresh_at_the_emulators(tmp_path: Path) -> Non
             c: ("valid", 1) for c in conn_ids
         }, status.stderr[-2000:]
     finally:
-        os.killpg(emulate.pid, signal.SIGTERM)
-        try:
-            emulate.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(emulate.pid, signal.SIGKILL)
-            emulate.wait(timeout=10)
+        stop_process_groups([emulate], grace=30)  # SIGTERM to its group, SIGKILL after 30 s
         if emulate.stdout is not None:
             emulate.stdout.close()
     assert emulate.returncode == 0
