@@ -218,8 +218,8 @@ class CeleryStack(AirflowStack):
             except (httpx.HTTPError, ValueError):
                 missing.append("api-server")
             if not missing:
-                warm_execution_api(
-                    self.base_url, max(10.0, deadline - time.monotonic()), self.output("api-server")
+                self.warm_seconds = warm_execution_api(
+                    self.base_url, lambda: self.output("api-server"), self._check_alive
                 )
                 return
             time.sleep(0.5)

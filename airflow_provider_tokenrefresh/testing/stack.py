@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     import httpx
 
@@ -73,24 +73,55 @@ def free_port() -> int:
         return port
 
 
-def warm_execution_api(base_url: str, timeout: float, output: str = "") -> None:
-    """Send the execution API its first request now, before any task does.
+WARM_BUDGET = 300.0
+"""Seconds the execution API's first answer may take. It does not share the health wait's deadline:
+a CI run whose health page took most of that deadline left the warm-up 10 s, and it timed out."""
+
+
+def warm_execution_api(
+    base_url: str,
+    output: Callable[[], str] = lambda: "",
+    check_alive: Callable[[], None] = lambda: None,
+    budget: float = WARM_BUDGET,
+    attempt_timeout: float = 60.0,
+) -> float:
+    """Send the execution API its first request now, before any task does; return the seconds it took.
 
     Cadwyn builds the execution API's versioned routers on the first request it sees, on the
     api-server's event loop: about 4 s of CPU on a quiet machine, and a CI run on 2 cores once saw
     it take 52 s. Every request waits meanwhile, and a task whose ``PATCH .../run`` times out 5
     times is killed (the custom-dialect tests failed so). One ``GET /execution/health`` pays that
-    cost while nothing else waits on it.
+    cost while nothing else waits on it. A request that times out is sent again (the build goes on
+    in the server) until ``budget`` seconds have passed; then this fails loudly.
 
-    :param output: what the api-server printed so far, for the error if it does not answer 200.
+    :param output: what the api-server printed so far, for the error.
+    :param check_alive: raises if a component has exited (checked between attempts).
+    :param attempt_timeout: the read timeout of one attempt.
     """
     import httpx
 
-    response = httpx.get(f"{base_url}/execution/health", timeout=timeout)
-    if response.status_code != 200:
-        raise RuntimeError(
-            f"execution API answered {response.status_code} to /execution/health:\n{output[-3000:]}"
-        )
+    started = time.monotonic()
+    deadline = started + budget
+    last: str = "no attempt"
+    while (left := deadline - time.monotonic()) > 0:
+        check_alive()
+        try:
+            response = httpx.get(f"{base_url}/execution/health", timeout=min(attempt_timeout, max(left, 0.1)))
+        except httpx.TimeoutException as exc:
+            last = f"timed out ({type(exc).__name__})"
+            continue
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+            continue
+        if response.status_code == 200:
+            return time.monotonic() - started
+        last = f"answered {response.status_code}"
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"execution API /execution/health not answered 200 within {budget:.0f}s (last: {last}):\n"
+        f"{output()[-3000:]}"
+    )
 
 
 @dataclass
@@ -108,6 +139,8 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _token: str | None = None
+    warm_seconds: float = 0.0
+    """How long the execution API's first answer took (set by :meth:`wait_ready`)."""
 
     @property
     def base_url(self) -> str:
@@ -226,7 +259,9 @@ class AirflowStack:
             time.sleep(0.5)
         else:
             raise RuntimeError(f"api-server not ready after {timeout}s:\n{self.output('api-server')[-3000:]}")
-        warm_execution_api(self.base_url, max(10.0, deadline - time.monotonic()), self.output("api-server"))
+        self.warm_seconds = warm_execution_api(
+            self.base_url, lambda: self.output("api-server"), self._check_alive
+        )
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():
