@@ -23,7 +23,7 @@ class _SlowFirst(BaseHTTPRequestHandler):
     seen: list[str] = []
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         type(self).seen.append(self.path)
         if len(type(self).seen) == 1:
             type(self).release.wait(30)
@@ -59,10 +59,14 @@ def test_a_first_answer_slower_than_one_attempt_is_waited_out(server: tuple[str,
     assert took >= 0.5
 
 
-def test_the_budget_ends_in_a_loud_error_with_the_servers_output(server: tuple[str, type[_SlowFirst]]) -> None:
+def test_the_budget_ends_in_a_loud_error_with_the_servers_output(
+    server: tuple[str, type[_SlowFirst]],
+) -> None:
     url, handler = server
     handler.status = 503
-    with pytest.raises(RuntimeError, match=r"not answered 200 within 2s \(last: answered 503\)[\s\S]*api-server said"):
+    with pytest.raises(
+        RuntimeError, match=r"not answered 200 within 2s \(last: answered 503\)[\s\S]*api-server said"
+    ):
         warm_execution_api(url, output=lambda: "api-server said this", budget=2, attempt_timeout=0.3)
     assert len(handler.seen) >= 2
 
