@@ -12,6 +12,7 @@ exist because Airflow registers exactly one hook class per connection type.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -28,10 +29,26 @@ if TYPE_CHECKING:
     from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 
+#: Secrets this process already gave Airflow's masker (their SHA-256), so each is sent once. In a
+#: task or trigger, every ``mask_secret`` call is a round trip to the supervisor even for a value it
+#: knows; a keeper registers its record's tokens on every store read.
+_MASKED: set[bytes] = set()
+_MASKED_LOCK = threading.Lock()
+
+
 def _mask(secret: str) -> None:
+    """Register ``secret`` with Airflow's masker (task and supervisor), once per process."""
+    import hashlib
+
+    digest = hashlib.sha256(secret.encode()).digest()
+    with _MASKED_LOCK:
+        if digest in _MASKED:
+            return
     from airflow.sdk.log import mask_secret
 
     mask_secret(secret)
+    with _MASKED_LOCK:
+        _MASKED.add(digest)
 
 
 class TokenRefreshHook(BaseHook):

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict
+from airflow_provider_tokenrefresh.errors import ConfigurationError, StoreConflict, StoreError
 from airflow_provider_tokenrefresh.tokens import TokenRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_provider_tokenrefresh.stores import Version
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "Token record kept by airflow-provider-tokenrefresh (rotating refresh token inside: do not edit or "
@@ -81,6 +84,40 @@ class _Gate:
 _IO_GATE = _Gate()
 
 
+def _read_through_supervisor(key: str) -> str | None:
+    """The record's JSON from the metadata database, through this process's supervisor.
+
+    Not ``airflow.sdk.Variable.get``: that hands every value it reads to ``mask_secret`` under the
+    Variable's (sensitive) name, and Airflow's masker compiles one regular expression of all the
+    values it holds each time it learns a new one. A record is about 1.3 KB and each refresh makes
+    two new ones, so a fan-out over 100 connections in one task spent most of its time compiling
+    (about 1 s per read at 100 records). The tokens inside are registered by the keeper instead.
+    And only "not found" means no record: ``Variable.get(default=None)`` also answered ``None``
+    for an API error, which a keeper would take for a missing record and seed over the live one.
+    """
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.comms import GetVariable
+
+    return supervisor_answer_value(key, task_runner.SUPERVISOR_COMMS.send(GetVariable(key=key)))
+
+
+def supervisor_answer_value(key: str, answer: object) -> str | None:
+    """What the supervisor's answer to ``GetVariable(key)`` means: the value, ``None`` for "not
+    found" only, and :class:`StoreError` for any other answer (an API error is not a missing record)."""
+    from airflow.sdk.execution_time.comms import ErrorResponse, VariableResult
+
+    if isinstance(answer, VariableResult):
+        return None if answer.value is None else str(answer.value)
+    if isinstance(answer, ErrorResponse):
+        error = getattr(answer.error, "value", str(answer.error))
+        if error == "VARIABLE_NOT_FOUND":
+            return None
+        raise StoreError(
+            f"Variable {key!r} could not be read through the execution API ({error}); not reading it as absent"
+        )
+    raise StoreError(f"Variable {key!r}: unexpected answer from the execution API ({type(answer).__name__})")
+
+
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -120,16 +157,43 @@ class VariableTokenStore:
     def _get_raw_ungated(self, key: str) -> str | None:
         self._env_shadow(key)
         if in_execution_context():
-            from airflow.sdk import Variable
-            from airflow.sdk.execution_time.cache import SecretCache
+            self._backend_shadow(key)
+            return _read_through_supervisor(key)
+        from airflow.models.variable import Variable as CoreVariable
 
-            SecretCache.invalidate_variable(key)  # never read a cached, stale record
-            value = Variable.get(key, default=None)
-        else:
-            from airflow.models.variable import Variable as CoreVariable
-
-            value = CoreVariable.get(key, default_var=None)
+        value = CoreVariable.get(key, default_var=None)
         return None if value is None else str(value)
+
+    def _backend_shadow(self, key: str) -> None:
+        """In a task or trigger, refuse a key that a secrets backend also holds (once per key and
+        process): the CLI and the api-server read Variables through the backends first, so they would
+        see the backend's value, never the record the tasks keep."""
+        checked: set[str] = self.__dict__.setdefault("_backends_checked", set())
+        if key in checked:
+            return
+        from airflow.sdk.execution_time.secrets.execution_api import ExecutionAPISecretsBackend
+        from airflow.sdk.execution_time.supervisor import ensure_secrets_backend_loaded
+
+        for backend in ensure_secrets_backend_loaded():
+            if isinstance(backend, ExecutionAPISecretsBackend):
+                continue
+            try:
+                shadow = backend.get_variable(key=key)
+            except Exception as exc:  # noqa: BLE001 - an unreachable backend shadows nothing we can see
+                log.warning(
+                    "Could not ask the %s secrets backend whether it also holds Variable %r (%s)",
+                    type(backend).__name__,
+                    key,
+                    type(exc).__name__,
+                )
+                continue
+            if shadow is not None:
+                raise ConfigurationError(
+                    f"Variable {key!r} is also held by the {type(backend).__name__} secrets backend: Airflow "
+                    "components outside tasks would read that value, never the rotated token. Remove the key "
+                    "from the secrets backend, or set extra 'store_path' to another key."
+                )
+        checked.add(key)
 
     def _set_raw(self, key: str, raw: str) -> None:
         if in_execution_context():
