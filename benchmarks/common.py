@@ -194,9 +194,11 @@ def authlib_oauth2_client() -> Any:
 def basic_keepers(
     job: dict[str, Any], seeds: list[dict[str, str]], store: Any, lock: Any, name: Callable[[int], str],
     store_key: Callable[[str], str] = lambda conn_id: conn_id,
+    on_secret: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``TokenKeeper`` per seed against the job's ``oauth2_basic`` emulator, as the hook builds
-    them (own ``RefreshClient`` each), sharing ``store`` and ``lock``; keyed by ``name(i)``."""
+    them (own ``RefreshClient`` each), sharing ``store`` and ``lock``; keyed by ``name(i)``.
+    ``on_secret``: what the hook passes in a task (Airflow's ``mask_secret``, once per value)."""
     from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
     from airflow_provider_tokenrefresh.dialects import PRESETS
     from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
@@ -219,6 +221,7 @@ def basic_keepers(
             lock,
             Seed(seed["refresh_token"], seed["access_token"]),
             conn_id=conn_id,
+            on_secret=on_secret,
         )
     return keepers
 

@@ -175,6 +175,11 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
                 "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
                 "AIRFLOW__TRIGGERER__CAPACITY": "100",
+                # A task's supervisor notices the task process has exited at its next wake-up when
+                # the sockets' EOF came first (about half the tasks here): 5 s by default. That lag
+                # also delays the executor's report of a deferral past the trigger's event, and the
+                # scheduler then fails the resumed task (apache/airflow#66374 family; seen in CI).
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             }
         )

@@ -28,8 +28,10 @@ def fan_out(job_path: str) -> dict[str, Any]:
 
     import httpx
     from airflow.sdk import Variable
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
 
     from airflow_provider_tokenrefresh.fanout import refresh_all
+    from airflow_provider_tokenrefresh.hooks.tokenrefresh import _mask
     from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
     from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
@@ -47,10 +49,13 @@ def fan_out(job_path: str) -> dict[str, Any]:
         lock,
         lambda i: f"fan_{i:04d}",
         lambda conn_id: f"tokenrefresh_token__{conn_id}",
+        on_secret=_mask,  # as TokenRefreshOperator's hooks do: every token goes to Airflow's masker
     )
     started = time.perf_counter()
     outcomes = refresh_all(keepers, force=True, max_workers=job["max_workers"])
     ours_s = time.perf_counter() - started
+    masker = _secrets_masker()
+    masker_after_ours = (len(masker.patterns), sum(len(p) for p in masker.patterns))
     ours_ok = sum(1 for o in outcomes.values() if isinstance(o, RefreshOutcome) and o.refreshed)
     ours_errors = Counter(type(o).__name__ for o in outcomes.values() if not isinstance(o, RefreshOutcome))
     for keeper in keepers.values():
@@ -72,6 +77,10 @@ def fan_out(job_path: str) -> dict[str, Any]:
         "ours_errors": dict(ours_errors),
         "peer_s": round(peer_s, 2),
         "peer_refreshed": peer_ok,
+        # Airflow's masker in this task process after ours: patterns, their characters. It compiles
+        # one regex of all of them each time it learns a value (so does the supervisor's).
+        "masker_patterns_after_ours": masker_after_ours[0],
+        "masker_chars_after_ours": masker_after_ours[1],
     }
 
 
