@@ -48,7 +48,7 @@ def fan_out(job_path: str) -> dict[str, Any]:
         store,
         lock,
         lambda i: f"fan_{i:04d}",
-        lambda conn_id: f"tokenrefresh_token__{conn_id}",
+        lambda conn_id: f"{job.get('key_prefix', 'tokenrefresh_token__')}{conn_id}",
         on_secret=_mask,  # as TokenRefreshOperator's hooks do: every token goes to Airflow's masker
     )
     started = time.perf_counter()
