@@ -31,7 +31,7 @@ for version in $VERSIONS; do
   constraints="$venv/web-stack-constraints.txt"
   "$UV" export --frozen --no-hashes --no-emit-project --all-groups \
     | grep -E '^(fastapi|cadwyn|starlette|pydantic|pydantic-core)==' | sed 's/ *;.*//' > "$constraints"
-  "$UV" pip install --quiet --python "$venv/bin/python" -c "$constraints" \
+  "$UV" pip install --quiet --compile-bytecode --python "$venv/bin/python" -c "$constraints" \
     "apache-airflow==$version" apache-airflow-providers-http apache-airflow-providers-smtp \
     pytest pytest-timeout pytest-xdist hypothesis cryptography statsd authlib \
     -e .

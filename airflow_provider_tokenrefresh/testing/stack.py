@@ -229,8 +229,12 @@ class AirflowStack:
         (self.home / "logs").mkdir(exist_ok=True)
         self.airflow("db", "migrate")
 
-    def start(self, components: tuple[str, ...] = COMPONENTS, ready_timeout: float = 120) -> None:
-        """Start the components (each in its own process group) and wait for the api-server."""
+    def start(self, components: tuple[str, ...] = COMPONENTS, ready_timeout: float = 300) -> None:
+        """Start the components (each in its own process group) and wait for the api-server.
+
+        :param ready_timeout: seconds the health page may take. A component that exits fails the
+            wait at once; 120 s was not enough for a CI run booting three deployments on 2 cores.
+        """
         for name in components:
             args = [self._airflow_bin(), name]
             if name == "api-server":
