@@ -33,7 +33,7 @@ $(CURDIR)/.tools/bin/uv:
 .PHONY: uv
 uv: $(UV)
 
-# --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (set on the CI machine) no process writes
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (set on this machine; the CI failure fits it) no process writes
 # .pyc files, so every Airflow process compiled Airflow from source again: 12 s of CPU to import
 # the api-server's app instead of 4 s. A CI run booting several deployments at once on 2 cores
 # left an api-server without an answer for 120 s. Compiled once here: 13,000 files in 24 s.
