@@ -167,7 +167,7 @@ class RefreshClient:
         self._ssl: ssl.SSLContext | None = None
         self._client: httpx.Client | None = None
         #: A pooled client another owner lends for a while (:meth:`lend`); never closed here.
-        self._lent: httpx.Client | None = None
+        self._lent: httpx.Client | ThreadClients | None = None
         install_log_filter()
         self._secret(settings.credentials.client_secret)
 
@@ -410,8 +410,9 @@ class RefreshClient:
         return httpx.AsyncClient(transport=self._async_transport, **kwargs)  # type: ignore[arg-type]
 
     def _sync_client(self) -> httpx.Client:
-        if self._lent is not None:
-            return self._lent
+        lent = self._lent
+        if lent is not None:
+            return lent.for_this_thread() if isinstance(lent, ThreadClients) else lent
         if self._client is None:
             import httpx
 
@@ -443,8 +444,13 @@ class RefreshClient:
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         return httpx.Client(limits=limits, cookies=no_cookies, **self._client_kwargs())  # type: ignore[arg-type]
 
+    def thread_clients(self) -> ThreadClients:
+        """Per-thread ``httpx.Client`` s configured like :meth:`shared_client` (one kept-alive
+        connection each), for every client with the same :meth:`share_key` to :meth:`lend`."""
+        return ThreadClients(lambda: self.shared_client(1))
+
     @contextlib.contextmanager
-    def lend(self, http: httpx.Client) -> Iterator[None]:
+    def lend(self, http: httpx.Client | ThreadClients) -> Iterator[None]:
         """Send this client's requests through ``http`` until the block ends (``refresh_all``: one
         pool and kept-alive connections for many connections, not one client and one TCP
         handshake each). ``http`` is not closed here; its owner closes it."""
@@ -494,6 +500,53 @@ class RefreshClient:
                 return body.answer(resp)
         except Exception as exc:  # noqa: BLE001 - classified; non-httpx errors re-raised
             return _failure_for(exc)
+
+
+class ThreadClients:
+    """One ``httpx.Client`` per thread, built on first use, closed together (:meth:`close`).
+
+    What a thread-pool fan-out lends its keepers instead of one shared pool: every worker thread
+    sends one request at a time, so a client of its own keeps one connection alive and never
+    waits on the lock that a shared ``httpcore`` pool takes twice per request (measured in
+    ``benchmarks/fanout.py``: with 64 threads on one pool, most of the threads' time was spent
+    waiting on it).
+    """
+
+    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
+        import threading
+
+        self._factory = factory
+        self._local = threading.local()
+        self._guard = threading.Lock()
+        self._all: list[httpx.Client] = []
+        self._closed = False
+
+    def for_this_thread(self) -> httpx.Client:
+        """The calling thread's client (built now if it has none)."""
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._factory()
+            with self._guard:
+                if self._closed:
+                    client.close()
+                    raise RuntimeError("the fan-out's HTTP clients were closed")
+                self._all.append(client)
+            self._local.client = client
+        return client
+
+    def close(self) -> None:
+        """Close every thread's client."""
+        with self._guard:
+            self._closed = True
+            clients, self._all = self._all, []
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> ThreadClients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Body:

@@ -1,8 +1,9 @@
 """Fan-out: many connections refreshed at once, as ``TokenRefreshOperator`` does.
 
 Each connection keeps its own lock, store record and guarantees (:class:`~.keeper.TokenKeeper`);
-what the fan-out shares is the HTTP pool: every keeper whose client has the same TLS context and
-timeout sends through one lent ``httpx.Client`` for the duration of the call.
+what the fan-out shares is HTTP connections: every keeper whose client has the same TLS context
+and timeout sends, for the duration of the call, through the client of the worker thread that runs
+it (one kept-alive connection per thread, :class:`~.client.ThreadClients`).
 """
 
 from __future__ import annotations
@@ -48,16 +49,17 @@ def refresh_all(
         return {}
     workers = max(1, min(max_workers, len(keepers)))
     with contextlib.ExitStack() as stack:
-        _share_http_clients(keepers.values(), workers, stack)
+        _share_http_clients(keepers.values(), stack)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return dict(pool.map(one, keepers.items()))
 
 
-def _share_http_clients(keepers: Iterable[TokenKeeper], pool_size: int, stack: contextlib.ExitStack) -> None:
-    """Lend one pooled ``httpx.Client`` to every keeper whose client has the same TLS context and
+def _share_http_clients(keepers: Iterable[TokenKeeper], stack: contextlib.ExitStack) -> None:
+    """Lend per-thread ``httpx.Client`` s to every keeper whose client has the same TLS context and
     timeout (:meth:`RefreshClient.share_key`), for the duration of ``stack``: a fan-out over 1,000
-    connections of one vendor then keeps ``pool_size`` connections alive instead of building 1,000
-    clients and doing 1,000 TCP (and TLS) handshakes. Closed when ``stack`` exits."""
+    connections of one vendor then keeps one connection alive per worker thread instead of
+    building 1,000 clients and doing 1,000 TCP (and TLS) handshakes, and no thread waits on a pool
+    lock shared with the others. Closed when ``stack`` exits."""
     shared: dict[tuple[object, ...], Any] = {}
     for keeper in keepers:
         client = keeper.client
@@ -66,5 +68,5 @@ def _share_http_clients(keepers: Iterable[TokenKeeper], pool_size: int, stack: c
         if key is None:
             continue
         if key not in shared:
-            shared[key] = stack.enter_context(client.shared_client(pool_size))
+            shared[key] = stack.enter_context(client.thread_clients())
         stack.enter_context(client.lend(shared[key]))

@@ -47,6 +47,10 @@ CHILD_TIMEOUT = 900
 
 
 def _ours(job: dict[str, Any], progress: dict[str, Any], started: threading.Event) -> dict[str, Any]:
+    # What the peer's setup imports too (Authlib's client is httpx's): a keeper imports it on its
+    # first request, which would put a one-time import inside the timed region.
+    import httpx  # noqa: F401
+
     from airflow_provider_tokenrefresh.fanout import refresh_all
     from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock

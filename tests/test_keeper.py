@@ -367,3 +367,36 @@ def test_the_pool_lent_to_many_connections_keeps_no_cookie(emulator_factory: Emu
     with httpx.Client() as plain:  # the same answer in a default client is kept: the check can fail
         plain.cookies.extract_cookies(answer)
         assert len(plain.cookies) == 1
+
+
+def test_thread_clients_give_each_thread_its_own_client_and_close_them_all() -> None:
+    """What a fan-out lends (:class:`ThreadClients`): one client per worker thread, the same one on
+    every call from that thread, all closed together, and none handed out after the close."""
+    import threading
+
+    import httpx
+
+    from airflow_provider_tokenrefresh.client import ThreadClients
+
+    built: list[httpx.Client] = []
+
+    def factory() -> httpx.Client:
+        built.append(httpx.Client())
+        return built[-1]
+
+    seen: dict[int, list[httpx.Client]] = {}
+    with ThreadClients(factory) as clients:
+
+        def work(n: int) -> None:
+            seen[n] = [clients.for_this_thread() for _ in range(3)]
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(len({id(c) for c in calls}) == 1 for calls in seen.values())
+        assert len({id(calls[0]) for calls in seen.values()}) == 4 == len(built)
+    assert all(client.is_closed for client in built)
+    with pytest.raises(RuntimeError, match="closed"):
+        clients.for_this_thread()

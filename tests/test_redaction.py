@@ -29,3 +29,35 @@ def test_memory_is_bounded_oldest_forgotten_first() -> None:
     assert "third-secret" in redactor
     assert "first-secret" not in redactor
     assert redactor.redact("second-secret third-secret") == "*** ***"
+
+
+def test_threads_adding_and_redacting_at_once_keep_the_bound_and_the_values_in_use() -> None:
+    """``add`` takes no lock below the bound (a fan-out's threads add on every refresh): eight
+    threads adding 400 values each past a bound of 1,000, while redacting, end within the bound,
+    with every thread's newest values and a value re-added all along still hidden."""
+    import threading
+
+    redactor = Redactor(max_secrets=1000)
+    live = "live-secret-used-by-every-refresh"
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(400):
+                redactor.add(f"thread{n}-secret-{i:04d}", live)
+                assert redactor.redact(f"x thread{n}-secret-{i:04d} y") == "x *** y"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(redactor) <= 1000
+    assert live in redactor
+    assert all(f"thread{n}-secret-0399" in redactor for n in range(8))
+    assert redactor.redact(live) == "***"

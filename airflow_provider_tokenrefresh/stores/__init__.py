@@ -8,6 +8,7 @@ has it; a read-compare-write under the refresh lock where it does not).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 #: What an unreadable stored value's error advises (secrets stores): it may hold the only live
@@ -68,21 +69,39 @@ class FileTokenStore:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80]
         return os.path.join(self.directory, f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json")
 
+    def _read_bytes(self, path: str) -> tuple[bytes, tuple[int, int]] | None:
+        """The file's content and (inode, mtime) of the file it came from (writes rename), or
+        ``None``. Plain ``os`` calls: no buffered file object (its ``isatty`` and ``lseek``), as
+        every system call here is a GIL hand-over for a fan-out's threads."""
+        import os
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, st.st_size + 1)
+            if len(data) > st.st_size:  # grew after the fstat (writes replace files: not ours)
+                chunks = [data]
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+        finally:
+            os.close(fd)
+        return data, (st.st_ino, st.st_mtime_ns)
+
     def read(self, key: str) -> tuple[TokenRecord | None, Version]:
         """Return the record under ``key`` and its content hash."""
         import hashlib
-        import os
 
         from airflow_provider_tokenrefresh.tokens import TokenRecord
 
-        try:
-            with open(self._path(key), "rb") as fh:
-                payload = fh.read()
-                seen = os.fstat(fh.fileno())  # the file this content came from (writes rename)
-        except FileNotFoundError:
+        found = self._read_bytes(self._path(key))
+        if found is None:
             self._seen[key] = None
             return None, None
-        self._seen[key] = (seen.st_ino, seen.st_mtime_ns)
+        payload, self._seen[key] = found
         try:
             record = TokenRecord.from_storage_json(payload)
         except ValueError:
@@ -153,27 +172,33 @@ class FileTokenStore:
         import fcntl
         import hashlib
         import os
-        import tempfile
 
         from airflow_provider_tokenrefresh.errors import StoreConflict
 
         path = self._path(key)
-        guard = os.open(path + ".cas", os.O_RDWR | os.O_CREAT, 0o600)
+        guard = os.open(path + ".cas", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(guard, fcntl.LOCK_EX)
-            _, current = self.read(key)
+            # The compare needs the hash, not the record: the content is not parsed again here.
+            found = self._read_bytes(path)
+            current = None if found is None else hashlib.sha256(found[0]).hexdigest()
             if current != expected_version:
                 raise StoreConflict(f"record {key!r} changed since it was read (file store)")
             payload = record.to_storage_json().encode()
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            # One temporary name per record is enough: every writer holds the guard's flock.
+            tmp = path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(payload)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
             except BaseException:
-                if os.path.exists(tmp):
+                with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
             return hashlib.sha256(payload).hexdigest()
