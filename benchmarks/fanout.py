@@ -11,6 +11,7 @@ Child usage (internal): ``python -m benchmarks.fanout {ours|peer} INPUT.json OUT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -38,6 +39,8 @@ LATENCY = 0.05
 MAX_WORKERS = 64
 #: The issue's goal for 1,000 connections at 50 ms on 2 cores (stretch: 1 s).
 GOAL_SECONDS = 1.5
+#: Peak RSS of ours over the peer's, at most (the issue's goal).
+RSS_GOAL_RATIO = 1.2
 #: Seconds ours' ``refresh_all`` may take (20x the goal) before the child reports how far it got
 #: and stops, so that a regression cannot hold ``make bench`` hostage.
 BUDGET_S = 60.0
@@ -140,6 +143,60 @@ def _peer(job: dict[str, Any]) -> dict[str, Any]:
         "maxrss_after_imports_bytes": rss_imports,
         "maxrss_bytes": maxrss_bytes(),
     }
+
+
+def _floor_async(job: dict[str, Any], *, one_client: bool = False) -> dict[str, Any]:
+    """The "one async path" shape at its own limit: the same requests from ``max_workers``
+    coroutines on one event loop, nothing parsed, stored or locked. Each coroutine sends on an
+    ``httpx.AsyncClient`` of its own (one kept-alive connection), or, with ``one_client``, all on
+    one ``AsyncClient`` with ``max_workers`` connections. Measured beside the threaded floor to
+    decide which shape the fan-out takes."""
+    import asyncio
+    import ssl
+
+    import httpx
+
+    rss_imports = maxrss_bytes()
+    auth = (job["client_id"], job["client_secret"])
+    verify = ssl.create_default_context()
+    workers = job["max_workers"]
+
+    def client(connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncClient(verify=verify, trust_env=False, timeout=30, limits=limits)
+
+    async def main() -> tuple[float, Counter[int]]:
+        queue = [seed["refresh_token"] for seed in reversed(job["seeds"])]
+        codes: Counter[int] = Counter()
+        shared = client(workers) if one_client else None
+
+        async def worker() -> None:
+            async with contextlib.AsyncExitStack() as stack:
+                http = shared if shared is not None else await stack.enter_async_context(client(1))
+                while queue:
+                    data = {"grant_type": "refresh_token", "refresh_token": queue.pop()}
+                    codes[(await http.post(job["token_url"], data=data, auth=auth)).status_code] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        wall = time.perf_counter() - start
+        if shared is not None:
+            await shared.aclose()
+        return wall, codes
+
+    wall, codes = asyncio.run(main())
+    return {
+        "setup_s": 0.0,
+        "wall_s": wall,
+        "refreshed": codes.get(200, 0),
+        "errors": {str(code): n for code, n in codes.items() if code != 200},
+        "maxrss_after_imports_bytes": rss_imports,
+        "maxrss_bytes": maxrss_bytes(),
+    }
+
+
+def _floor_async_one(job: dict[str, Any]) -> dict[str, Any]:
+    return _floor_async(job, one_client=True)
 
 
 def _floor(job: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +308,14 @@ def run(
             f"{floor['refreshed']}/{connections} answered 200",
             flush=True,
         )
+        asyncs = {}
+        for side, shape in (("floor_async", "an AsyncClient each"), ("floor_async_one", "one AsyncClient")):
+            asyncs[side] = _side(side, emulator, Path(tmp) / side, connections, max_workers, budget)
+            print(
+                f"  fan-out async floor ({max_workers} coroutines on {shape}, no store): "
+                f"{asyncs[side]['wall_s']:.2f} s, {asyncs[side]['refreshed']}/{connections} answered 200",
+                flush=True,
+            )
         peer = _side("peer", emulator, Path(tmp) / "peer", connections, max_workers, budget)
         print(
             f"  fan-out peer: {peer['wall_s']:.2f} s, {peer['refreshed']}/{connections} refreshed, "
@@ -273,18 +338,24 @@ def run(
             "ours": "fanout.refresh_all(force=True) over TokenKeeper x N, one FileTokenStore, one FileRefreshLock",
             "peer": "for each connection: authlib OAuth2Client(...).refresh_token(url), update_token -> JSON file",
             "floor": "the same requests from max_workers threads on bare kept-alive httpx clients, no store or lock",
+            "floor_async": "the same requests from max_workers coroutines, one httpx.AsyncClient each, no store or lock",
+            "floor_async_one": "the same, all coroutines on one httpx.AsyncClient (max_workers connections)",
             "timed": "ours: refresh_all only (keepers built before, setup_s); peer: the whole loop incl. clients",
             "goal_s": GOAL_SECONDS,
+            "rss_goal_ratio": RSS_GOAL_RATIO,
             "budget_s": budget,
             "setup_budget_s": SETUP_BUDGET_S,
         },
         "ours": ours,
         "peer": peer,
         "floor": floor,
+        **asyncs,
         "goal_met": goal,
         "ratios": {
             "wall_s": None if ours.get("timed_out") else ratio(ours["wall_s"], peer["wall_s"]),
             "wall_s_vs_floor": None if ours.get("timed_out") else ratio(ours["wall_s"], floor["wall_s"]),
+            "async_floor_vs_floor": ratio(asyncs["floor_async"]["wall_s"], floor["wall_s"]),
+            "async_one_client_vs_floor": ratio(asyncs["floor_async_one"]["wall_s"], floor["wall_s"]),
             "peak_rss": ratio(ours["maxrss_bytes"], peer["maxrss_bytes"]),
         },
     }
@@ -318,7 +389,12 @@ def _child(argv: list[str]) -> None:
 
     side, job_path, out_path = argv
     job = json.loads(Path(job_path).read_text())
-    sides = {"peer": _peer, "floor": _floor}
+    sides = {
+        "peer": _peer,
+        "floor": _floor,
+        "floor_async": _floor_async,
+        "floor_async_one": _floor_async_one,
+    }
     result = _run_ours_within(job, job["budget_s"]) if side == "ours" else sides[side](job)
     Path(out_path).write_text(json.dumps(result))
     sys.stdout.flush()

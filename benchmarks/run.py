@@ -162,6 +162,16 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| | limit: bare httpx, {c['max_workers']} threads, no store or lock (s) | "
                 f"{ours_wall} | {floor['wall_s']:.2f} (floor) | {_ratio(fanout['ratios'].get('wall_s_vs_floor'))} |"
             )
+        shapes = (
+            ("floor_async", "async_floor_vs_floor", "an `AsyncClient` each"),
+            ("floor_async_one", "async_one_client_vs_floor", "one `AsyncClient`"),
+        )
+        for side, key, shape in shapes:
+            if floor and side in fanout:
+                rows.append(
+                    f"| | async shape: bare httpx, {c['max_workers']} coroutines on {shape} (s, vs the threaded floor) | "
+                    f"{fanout[side]['wall_s']:.2f} | {floor['wall_s']:.2f} (floor) | {_ratio(fanout['ratios'].get(key))} |"
+                )
         setup = o.get("setup_s")
         rows.append(
             f"| | building the keepers (s, not in wall time) | "
@@ -171,6 +181,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"| | peak RSS (MiB) | {o['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | "
             f"{_ratio(fanout['ratios']['peak_rss'])} |"
         )
+        rss_goal = fanout["config"].get("rss_goal_ratio")
+        if rss_goal is not None:
+            rss = fanout["ratios"]["peak_rss"]
+            goals.append(
+                f"fan-out peak RSS <= {rss_goal:g}x the peer: {'met' if rss is not None and rss <= rss_goal else 'MISSED'} ({_ratio(rss)})"
+            )
         if stopped:
             goals.append(f"fan-out within {fanout['config']['goal_s']:g} s: MISSED ({ours_wall})")
         else:
@@ -219,7 +235,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"| | ns/op, the keeper's cache hit vs Authlib | {_fmt(r['in_task_cache'], digits=0)} | "
             f"{_fmt(r['in_task_peer'], digits=0)} | {_ratio(task['ratios']['cache_vs_peer'])} |"
         )
-        rows.append(f"| | first `get_token()` of the task (ms; Variable store claim settles 6 s) | {r['first_call_ms']:.0f} | — | |")
+        rows.append(
+            f"| | first `get_token()` of the task (ms; Variable store claim settles 6 s) | {r['first_call_ms']:.0f} | — | |"
+        )
         g = task["goals"]
         goals.append(
             f"hook.get_token() in a task <= {g['hook_vs_cache_at_most']:.0f}x the cache hit: "
@@ -329,18 +347,20 @@ def main(argv: list[str] | None = None) -> int:
         "table_markdown": table,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = args.out_dir / "latest.json.tmp"
+    # A subset run does not replace the full run's results (what the README's table quotes).
+    stem = "latest" if set(selected) == set(ORDER) else "only-" + "-".join(n for n in ORDER if n in selected)
+    tmp = args.out_dir / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    tmp.replace(args.out_dir / "latest.json")
+    tmp.replace(args.out_dir / f"{stem}.json")
 
     from benchmarks.chart import render
 
-    render(benchmarks, args.out_dir / "latest.png")
+    render(benchmarks, args.out_dir / f"{stem}.png")
     print()
     print(table)
     print()
     print(
-        f"total runtime {total:.0f} s; wrote {args.out_dir / 'latest.json'} and {args.out_dir / 'latest.png'}"
+        f"total runtime {total:.0f} s; wrote {args.out_dir / (stem + '.json')} and {args.out_dir / (stem + '.png')}"
     )
     return 0
 
