@@ -204,11 +204,16 @@ def parse_response(
 
     now = now or datetime.now(UTC)
     resp = spec.response
-    redactor = Redactor(context.secrets)
+    redactors: list[Redactor] = []  # built on the first message: a success quotes nothing
+
+    def redactor() -> Redactor:
+        if not redactors:
+            redactors.append(Redactor(context.secrets))
+        return redactors[0]
 
     def fail(cls: type[TokenRefreshError], message: str, code: str | None = None) -> TokenRefreshError:
         return cls(
-            redact(redactor.redact(message)),
+            redact(redactor().redact(message)),
             dialect=spec.name,
             endpoint=context.endpoint,
             vendor_code=code,
@@ -216,7 +221,7 @@ def parse_response(
         )
 
     def quote(text: str) -> str:
-        return quoted(text, redactor)
+        return quoted(text, redactor())
 
     data: Any = None
     try:

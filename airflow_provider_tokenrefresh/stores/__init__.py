@@ -61,13 +61,19 @@ class FileTokenStore:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         #: key -> (inode, mtime) of the file the last read of this instance saw (for watch()).
         self._seen: dict[str, tuple[int, int] | None] = {}
+        #: key -> its file's path (a refresh asks for it four times; computing it hashes the key).
+        self._paths: dict[str, str] = {}
 
     def _path(self, key: str) -> str:
-        import hashlib
-        import os
+        path = self._paths.get(key)
+        if path is None:
+            import hashlib
+            import os
 
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80]
-        return os.path.join(self.directory, f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json")
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80]
+            digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+            path = self._paths[key] = os.path.join(self.directory, f"{safe}-{digest}.json")
+        return path
 
     def _read_bytes(self, path: str) -> tuple[bytes, tuple[int, int]] | None:
         """The file's content and (inode, mtime) of the file it came from (writes rename), or
