@@ -71,10 +71,16 @@ def child_env(airflow_home: str | None = None) -> dict[str, str]:
     """Environment for benchmark child processes: no Airflow DB, nothing written into the repo.
 
     Bytecode goes to a throw-away ``PYTHONPYCACHEPREFIX`` so that a child never writes a
-    ``__pycache__`` next to the sources.
+    ``__pycache__`` next to the sources. A home made here is removed when this process exits.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    home = airflow_home or tempfile.mkdtemp(prefix="bench-airflow-home-")
+    home = airflow_home
+    if home is None:
+        import atexit
+        import shutil
+
+        home = tempfile.mkdtemp(prefix="bench-airflow-home-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)  # when the benchmark run exits
     env.update(
         {
             "AIRFLOW_HOME": home,
