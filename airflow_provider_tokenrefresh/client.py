@@ -24,7 +24,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_tokenrefresh.dialects.wire import (
@@ -43,6 +43,17 @@ from airflow_provider_tokenrefresh.errors import (
     TransientRefreshError,
 )
 from airflow_provider_tokenrefresh.redaction import install_log_filter, redact, redact_url, remember_secrets
+from airflow_provider_tokenrefresh.transport import (
+    Action,
+    Body,
+    Failure,
+    Result,
+    Send,
+    Sleep,
+    ThreadClients,
+    default_ssl_context,
+    failure_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Generator, Iterator
@@ -89,33 +100,6 @@ class ClientSettings:
     max_retry_after: float = 30.0
     default_expires_in: float | None = None
     conn_id: str | None = None
-
-
-@dataclass(frozen=True)
-class _Send:
-    request: WireRequest
-
-
-@dataclass(frozen=True)
-class _Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class _Failure:
-    kind: Literal["not_sent", "unknown", "too_large"]
-    detail: str
-
-
-_Action = _Send | _Sleep
-_Result = _Answer | _Failure | None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -203,7 +187,7 @@ class RefreshClient:
             elif isinstance(verify, str):
                 ctx = ssl.create_default_context(cafile=verify)
             else:
-                ctx = _default_ssl_context()
+                ctx = default_ssl_context()
         except (OSError, ssl.SSLError) as exc:
             raise self._config_error(
                 f"extra 'verify' names a CA bundle that cannot be loaded: {exc}"
@@ -240,7 +224,7 @@ class RefreshClient:
 
     def _flow(
         self, refresh_token: str, access_token: str | None, send_before: float | None = None
-    ) -> Generator[_Action, _Result, TokenSet]:
+    ) -> Generator[Action, Result, TokenSet]:
         self._secret(refresh_token, access_token)
         try:
             request = build_request(
@@ -271,12 +255,12 @@ class RefreshClient:
                     endpoint=self.safe_url,
                     conn_id=self.settings.conn_id,
                 )
-            result = yield _Send(request)
-            if isinstance(result, _Failure):
+            result = yield Send(request)
+            if isinstance(result, Failure):
                 if result.kind == "not_sent" and attempt < attempts:
                     delay = self._backoff(attempt)
                     log.warning("Could not connect (%s); retrying in %.2fs", result.detail, delay)
-                    yield _Sleep(delay)
+                    yield Sleep(delay)
                     continue
                 raise self._failure_error(result, attempt)
             assert result is not None
@@ -287,7 +271,7 @@ class RefreshClient:
                     log.warning(
                         "Vendor answered HTTP %d with Retry-After; retrying in %.2fs", result.status, delay
                     )
-                    yield _Sleep(delay)
+                    yield Sleep(delay)
                     continue
             try:
                 now = self._clock() if self._clock is not None else None
@@ -312,7 +296,7 @@ class RefreshClient:
         ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
-    def _failure_error(self, failure: _Failure, attempt: int) -> TokenRefreshError:
+    def _failure_error(self, failure: Failure, attempt: int) -> TokenRefreshError:
         kwargs: dict[str, Any] = {
             "dialect": self.spec.name,
             "endpoint": self.safe_url,
@@ -355,7 +339,7 @@ class RefreshClient:
         try:
             action = next(flow)
             while True:
-                if isinstance(action, _Sleep):
+                if isinstance(action, Sleep):
                     self._sleep(action.seconds)
                     action = flow.send(None)
                 else:
@@ -388,7 +372,7 @@ class RefreshClient:
         try:
             action = next(flow)
             while True:
-                if isinstance(action, _Sleep):
+                if isinstance(action, Sleep):
                     await sleeper(action.seconds)
                     action = flow.send(None)
                 else:
@@ -475,124 +459,28 @@ class RefreshClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, client: httpx.Client, request: WireRequest) -> _Result:
+    def _send(self, client: httpx.Client, request: WireRequest) -> Result:
         try:
             with client.stream(
                 request.method, request.url, headers=request.headers, content=request.content
             ) as resp:
-                body = _Body(self.settings.max_response_bytes)
+                body = Body(self.settings.max_response_bytes)
                 for chunk in resp.iter_bytes():
                     if not body.add(chunk):
                         return body.too_large
                 return body.answer(resp)
         except Exception as exc:  # noqa: BLE001 - classified; non-httpx errors re-raised
-            return _failure_for(exc)
+            return failure_for(exc)
 
-    async def _asend(self, client: httpx.AsyncClient, request: WireRequest) -> _Result:
+    async def _asend(self, client: httpx.AsyncClient, request: WireRequest) -> Result:
         try:
             async with client.stream(
                 request.method, request.url, headers=request.headers, content=request.content
             ) as resp:
-                body = _Body(self.settings.max_response_bytes)
+                body = Body(self.settings.max_response_bytes)
                 async for chunk in resp.aiter_bytes():
                     if not body.add(chunk):
                         return body.too_large
                 return body.answer(resp)
         except Exception as exc:  # noqa: BLE001 - classified; non-httpx errors re-raised
-            return _failure_for(exc)
-
-
-class ThreadClients:
-    """One ``httpx.Client`` per thread, built on first use, closed together (:meth:`close`).
-
-    What a thread-pool fan-out lends its keepers instead of one shared pool: every worker thread
-    sends one request at a time, so a client of its own keeps one connection alive and never
-    waits on the lock that a shared ``httpcore`` pool takes twice per request (measured in
-    ``benchmarks/fanout.py``: with 64 threads on one pool, most of the threads' time was spent
-    waiting on it).
-    """
-
-    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
-        import threading
-
-        self._factory = factory
-        self._local = threading.local()
-        self._guard = threading.Lock()
-        self._all: list[httpx.Client] = []
-        self._closed = False
-
-    def for_this_thread(self) -> httpx.Client:
-        """The calling thread's client (built now if it has none)."""
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = self._factory()
-            with self._guard:
-                if self._closed:
-                    client.close()
-                    raise RuntimeError("the fan-out's HTTP clients were closed")
-                self._all.append(client)
-            self._local.client = client
-        return client
-
-    def close(self) -> None:
-        """Close every thread's client."""
-        with self._guard:
-            self._closed = True
-            clients, self._all = self._all, []
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> ThreadClients:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Body:
-    """Collects an answer's body up to a size bound (shared by the sync and async drivers)."""
-
-    too_large = _Failure("too_large", "answer too large")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-
-    def add(self, chunk: bytes) -> bool:
-        self.data += chunk
-        return len(self.data) <= self.limit
-
-    def answer(self, resp: httpx.Response) -> _Answer:
-        return _Answer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, bytes(self.data))
-
-
-def _failure_for(exc: Exception) -> _Failure:
-    """Connect-phase errors mean "not sent" (safe to retry); any other httpx error, "unknown"."""
-    import httpx
-
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return _Failure("not_sent", _describe(exc))
-    if isinstance(exc, httpx.HTTPError):
-        return _Failure("unknown", _describe(exc))
-    raise exc
-
-
-def _describe(exc: BaseException) -> str:
-    # httpx messages may embed the URL; keep the type and a redacted, short text.
-    text = redact(str(exc))[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-_DEFAULT_CTX: ssl.SSLContext | None = None
-
-
-def _default_ssl_context() -> ssl.SSLContext:
-    global _DEFAULT_CTX
-    if _DEFAULT_CTX is None:
-        try:
-            import certifi
-
-            _DEFAULT_CTX = ssl.create_default_context(cafile=certifi.where())
-        except ImportError:  # pragma: no cover - certifi ships with httpx
-            _DEFAULT_CTX = ssl.create_default_context()
-    return _DEFAULT_CTX
+            return failure_for(exc)

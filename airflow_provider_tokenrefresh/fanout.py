@@ -3,7 +3,7 @@
 Each connection keeps its own lock, store record and guarantees (:class:`~.keeper.TokenKeeper`);
 what the fan-out shares is HTTP connections: every keeper whose client has the same TLS context
 and timeout sends, for the duration of the call, through the client of the worker thread that runs
-it (one kept-alive connection per thread, :class:`~.client.ThreadClients`).
+it (one kept-alive connection per thread, :class:`~.transport.ThreadClients`).
 """
 
 from __future__ import annotations

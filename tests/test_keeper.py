@@ -376,7 +376,7 @@ def test_thread_clients_give_each_thread_its_own_client_and_close_them_all() -> 
 
     import httpx
 
-    from airflow_provider_tokenrefresh.client import ThreadClients
+    from airflow_provider_tokenrefresh.transport import ThreadClients
 
     built: list[httpx.Client] = []
 

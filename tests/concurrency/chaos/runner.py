@@ -312,9 +312,9 @@ def warm_up() -> None:
     import airflow_provider_tokenrefresh.stores.aws
     import airflow_provider_tokenrefresh.stores.variable
     import airflow_provider_tokenrefresh.stores.vault  # noqa: F401
-    from airflow_provider_tokenrefresh.client import _default_ssl_context
+    from airflow_provider_tokenrefresh.transport import default_ssl_context
 
-    _default_ssl_context()
+    default_ssl_context()
     # The Variable store's core path: Airflow's models mapped once (3 s on a child's first query
     # otherwise), and the PostgreSQL driver loaded; no database is touched here.
     airflow.models.import_all_models()
