@@ -185,6 +185,11 @@ def _floor_async(job: dict[str, Any], *, one_client: bool = False) -> dict[str, 
         return wall, codes
 
     wall, codes = asyncio.run(main())
+    return _bare_result(wall, codes, rss_imports)
+
+
+def _bare_result(wall: float, codes: Counter[int], rss_imports: int) -> dict[str, Any]:
+    """A floor side's result: its HTTP status counts as refreshed (200) and errors."""
     return {
         "setup_s": 0.0,
         "wall_s": wall,
@@ -223,14 +228,7 @@ def _floor(job: dict[str, Any]) -> dict[str, Any]:
     with ThreadPoolExecutor(job["max_workers"]) as pool:
         codes = Counter(pool.map(one, [seed["refresh_token"] for seed in job["seeds"]]))
     wall = time.perf_counter() - start
-    return {
-        "setup_s": 0.0,
-        "wall_s": wall,
-        "refreshed": codes.get(200, 0),
-        "errors": {str(code): n for code, n in codes.items() if code != 200},
-        "maxrss_after_imports_bytes": rss_imports,
-        "maxrss_bytes": maxrss_bytes(),
-    }
+    return _bare_result(wall, codes, rss_imports)
 
 
 def _side(
