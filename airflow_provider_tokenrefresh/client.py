@@ -150,7 +150,7 @@ class RefreshClient:
         self._check_url()
         self._ssl: ssl.SSLContext | None = None
         self._client: httpx.Client | None = None
-        #: A pooled client another owner lends for a while (:meth:`lend`); never closed here.
+        #: A client (or one per thread) another owner lends for a while (:meth:`lend`); never closed here.
         self._lent: httpx.Client | ThreadClients | None = None
         install_log_filter()
         self._secret(settings.credentials.client_secret)
@@ -435,9 +435,10 @@ class RefreshClient:
 
     @contextlib.contextmanager
     def lend(self, http: httpx.Client | ThreadClients) -> Iterator[None]:
-        """Send this client's requests through ``http`` until the block ends (``refresh_all``: one
-        pool and kept-alive connections for many connections, not one client and one TCP
-        handshake each). ``http`` is not closed here; its owner closes it."""
+        """Send this client's requests through ``http`` (or, for :class:`ThreadClients`, the calling
+        thread's client) until the block ends: ``refresh_all`` keeps one connection alive per worker
+        thread for many connections, not one client and one TCP handshake each. ``http`` is not
+        closed here; its owner closes it."""
         if self._client is not None or self._lent is not None:  # has a pool already: keep it
             yield
             return

@@ -321,11 +321,12 @@ def test_an_answer_arriving_after_a_takeover_is_kept_as_an_alternate_and_the_rec
     assert emu.refresh_requests == 3
 
 
-def test_refresh_all_sends_many_connections_through_one_pool_of_kept_alive_connections(
+def test_refresh_all_sends_many_connections_through_a_kept_alive_connection_per_worker(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
-    """24 connections of one vendor, 4 at a time: the vendor sees at most 4 TCP connections (one
-    lent pool), not 24 clients with a handshake each; afterwards each keeper sends on its own."""
+    """24 connections of one vendor, 4 at a time: the vendor sees at most 4 TCP connections (a
+    lent client per worker thread), not 24 clients with a handshake each; afterwards each keeper
+    sends on its own."""
     from airflow_provider_tokenrefresh.fanout import refresh_all
     from airflow_provider_tokenrefresh.keeper import RefreshOutcome
 
