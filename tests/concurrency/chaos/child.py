@@ -81,26 +81,17 @@ class WatchedStore:
         store = self._cfg["spec"]["store"]
         if store == "file":
             if self._cfg["torn_variant"] == "partial":
-                real_fdopen = os.fdopen
+                # The store writes its temporary file with os.write (then fsync, then rename): half
+                # of the payload reaches the disk, then the writer dies.
+                real_write = os.write
 
-                class Half:
-                    def __init__(self, fh: Any) -> None:
-                        self.fh = fh
+                def half_then_killed(fd: int, data: Any) -> int:
+                    real_write(fd, bytes(data)[: len(data) // 2])
+                    os.fsync(fd)
+                    _die()
+                    return 0
 
-                    def __enter__(self) -> Half:
-                        return self
-
-                    def __exit__(self, *exc: Any) -> None:
-                        self.fh.close()
-
-                    def write(self, data: bytes) -> int:
-                        self.fh.write(data[: len(data) // 2])
-                        self.fh.flush()
-                        os.fsync(self.fh.fileno())
-                        _die()
-                        return 0
-
-                os.fdopen = lambda fd, *a, **k: Half(real_fdopen(fd, *a, **k))  # type: ignore[assignment]
+                os.write = half_then_killed  # type: ignore[assignment]
             else:
                 os.replace = lambda *a, **k: _die()  # type: ignore[assignment]
         elif store == "aws":

@@ -75,7 +75,7 @@ def torn_evidence(rnd: Round) -> None:
     label = None
     if rnd.store == "file":
         directory = Path(store.directory)
-        temps = sorted(directory.glob(".tmp-*"))
+        temps = sorted(directory.glob("*.json.tmp"))  # the store's one temporary name per record
         if record is not None and record.intent_id and len(temps) == 1:
             payload = temps[0].read_bytes()
             whole = _parses(payload)
@@ -85,7 +85,7 @@ def torn_evidence(rnd: Round) -> None:
                     f"file: {'half-written temp file' if not whole else 'complete temp file, never renamed'}"
                 )
         for temp in temps:
-            os.unlink(temp)  # an operator's clean-up; the store itself never removes them
+            os.unlink(temp)  # the next write would truncate and reuse it; the next round starts clean
     elif rnd.store == "aws":
         client = store.client
         name = store.secret_name(rnd.key)
