@@ -213,14 +213,17 @@ class FileTokenStore:
 
 
 class _DirectoryEvents:
-    """Linux inotify on one directory (files renamed into it or closed after writing), via ctypes.
+    """Linux inotify on one directory (files renamed into it or deleted), via ctypes.
 
-    ``open`` returns ``None`` where inotify is not available; callers then poll.
+    A record changes only by a rename (:meth:`FileTokenStore.write`), so that is what wakes a
+    watcher: not the writer's temporary file being created and closed, nor its CAS guard file
+    being closed, which would wake every watcher of a herd three more times per write (each then
+    finds its record unchanged by a ``stat``). A record edited in place by hand is seen when the
+    watch slice ends. ``open`` returns ``None`` where inotify is not available; callers then poll.
     """
 
-    _IN_CLOSE_WRITE = 0x00000008
     _IN_MOVED_TO = 0x00000080
-    _IN_CREATE = 0x00000100
+    _IN_DELETE = 0x00000200
     _IN_NONBLOCK = 0o4000
     _IN_CLOEXEC = 0o2000000
 
@@ -241,7 +244,7 @@ class _DirectoryEvents:
             fd = libc.inotify_init1(cls._IN_NONBLOCK | cls._IN_CLOEXEC)
             if fd < 0:
                 return None
-            mask = cls._IN_CLOSE_WRITE | cls._IN_MOVED_TO | cls._IN_CREATE
+            mask = cls._IN_MOVED_TO | cls._IN_DELETE
             if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
                 os.close(fd)
                 return None

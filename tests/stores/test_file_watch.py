@@ -69,3 +69,29 @@ def test_a_change_before_the_watch_began_is_seen_at_once(watcher: FileTokenStore
     watcher.read("k")
     FileTokenStore(str(tmp_path / "store")).write("k", _record(2), version)  # between read and watch
     assert watcher.watch("k", 30) is True
+
+
+def test_of_a_write_only_the_rename_reaches_the_watchers(tmp_path: Path) -> None:
+    """A write opens and closes its CAS guard, creates and closes its temporary file, then renames
+    it over the record: only the rename may wake a herd's watchers (each wake-up of 63 waiting
+    processes costs CPU the refreshing one needs), so only the rename is an event."""
+    import os
+    import struct
+
+    store = FileTokenStore(str(tmp_path / "store"))
+    events = store._notifier()
+    assert events is not None, "inotify should be available on Linux"
+    try:
+        _, version = store.read("k")
+        store.write("k", _record(1), version)
+        raw = os.read(events.fd, 65536)  # the kernel queued every event before write() returned
+        seen = []
+        while raw:
+            _wd, mask, _cookie, length = struct.unpack_from("iIII", raw)
+            name = raw[16 : 16 + length].rstrip(b"\0").decode()
+            seen.append((mask, name))
+            raw = raw[16 + length :]
+        assert [name for _, name in seen] == [os.path.basename(store._path("k"))], seen
+        assert all(mask & 0x80 for mask, _ in seen), seen  # IN_MOVED_TO
+    finally:
+        store.close()
