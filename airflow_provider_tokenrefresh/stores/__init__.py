@@ -233,7 +233,6 @@ class _DirectoryEvents:
     @classmethod
     def open(cls, directory: str) -> _DirectoryEvents | None:
         import ctypes
-        import ctypes.util
         import os
         import sys
 
@@ -241,9 +240,12 @@ class _DirectoryEvents:
             return None
         try:
             try:  # glibc's name first: find_library runs ldconfig in a subprocess (3 ms, and in a
-                # herd of 64 fresh processes on 2 cores, a burst of 64 subprocesses at once)
+                # herd of 64 fresh processes on 2 cores, a burst of 64 subprocesses at once); even
+                # importing ctypes.util costs 2 ms in a fresh process (it imports subprocess)
                 libc = ctypes.CDLL("libc.so.6", use_errno=True)
             except OSError:
+                import ctypes.util
+
                 libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             fd = libc.inotify_init1(cls._IN_NONBLOCK | cls._IN_CLOEXEC)
             if fd < 0:

@@ -74,9 +74,12 @@ def _worker(  # noqa: PLR0917 - the spawn target's arguments
         clock=clock,
         **({"stale_after": spec["stale_after"]} if "stale_after" in spec else {}),
     )
-    # What an Airflow task process already has (its Task SDK talks httpx to the execution API), and
-    # what the peer's workers build before the barrier too: httpx and httpcore imported, the TLS
-    # context loaded. Otherwise a process's first refresh pays them once (about 45 ms here).
+    # What an Airflow task process already has (``import airflow.sdk`` loads httpx, httpcore and
+    # ctypes, which the file store's inotify watch uses), and what the peer's workers build before
+    # the barrier too: the TLS context. Otherwise a process's first token pays them once (httpx
+    # about 45 ms, ctypes about 2.5 ms here): in round 0, in every process at once.
+    import ctypes  # noqa: F401
+
     import httpx
 
     httpx.Client(verify=client.ssl_context()).close()
