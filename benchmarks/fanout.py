@@ -231,9 +231,9 @@ def _floor(job: dict[str, Any]) -> dict[str, Any]:
     return _bare_result(wall, codes, rss_imports)
 
 
-def _side(
-    side: str, emulator: Any, workdir: Path, connections: int, max_workers: int, budget: float
-) -> dict[str, Any]:
+def write_job(emulator: Any, workdir: Path, connections: int, max_workers: int, **more: Any) -> Path:
+    """Make ``workdir`` and write a child's job there: ``connections`` fresh token families of
+    ``emulator``, its URLs and client credentials, ``max_workers`` and ``more``; the file's path."""
     workdir.mkdir()
     seeds = [emulator.issue_tokens() for _ in range(connections)]
     job = {
@@ -243,11 +243,17 @@ def _side(
         "client_id": emulator.client_id,
         "client_secret": emulator.client_secret,
         "max_workers": max_workers,
-        "budget_s": budget,
-        "setup_budget_s": SETUP_BUDGET_S,
+        **more,
         "seeds": [{"refresh_token": s.refresh_token, "access_token": s.access_token} for s in seeds],
     }
     write_private_json(workdir / "job.json", job)
+    return workdir / "job.json"
+
+
+def _side(
+    side: str, emulator: Any, workdir: Path, connections: int, max_workers: int, budget: float
+) -> dict[str, Any]:
+    write_job(emulator, workdir, connections, max_workers, budget_s=budget, setup_budget_s=SETUP_BUDGET_S)
     emulator.reset_counters()
     proc = subprocess.run(
         [

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import basic_keepers, child_env, maxrss_bytes, ratio, vendor, write_private_json
+from benchmarks.common import basic_keepers, child_env, maxrss_bytes, ratio, vendor
+from benchmarks.fanout import write_job
 
 CONNECTIONS = 1000
 LATENCY = 0.05
@@ -182,17 +183,7 @@ def run(connections: int = CONNECTIONS) -> dict[str, Any]:
     ):
         for variant in VARIANTS:
             workdir = Path(tmp) / variant
-            workdir.mkdir()
-            seeds = [emulator.issue_tokens() for _ in range(connections)]
-            job = {
-                "workdir": str(workdir),
-                "base_url": emulator.base_url,
-                "client_id": emulator.client_id,
-                "client_secret": emulator.client_secret,
-                "max_workers": MAX_WORKERS,
-                "seeds": [{"refresh_token": s.refresh_token, "access_token": s.access_token} for s in seeds],
-            }
-            write_private_json(workdir / "job.json", job)
+            job_path = write_job(emulator, workdir, connections, MAX_WORKERS)
             emulator.reset_counters()
             out = workdir / "out.json"
             subprocess.run(
@@ -202,7 +193,7 @@ def run(connections: int = CONNECTIONS) -> dict[str, Any]:
                     "benchmarks.fanout_where",
                     "--child",
                     variant,
-                    str(workdir / "job.json"),
+                    str(job_path),
                     str(out),
                 ],
                 env=child_env(),
