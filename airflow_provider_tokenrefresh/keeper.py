@@ -481,7 +481,7 @@ class TokenKeeper:
     def refresh_token_horizon(self) -> float:
         """Seconds ahead a lapsing refresh token or a re-authorization deadline is warned about."""
         if self._refresh_token_horizon is None:
-            from airflow_provider_tokenrefresh.schedule import configured_refresh_token_horizon
+            from airflow_provider_tokenrefresh.horizon import configured_refresh_token_horizon
 
             self._refresh_token_horizon = configured_refresh_token_horizon()
         return self._refresh_token_horizon

@@ -401,3 +401,61 @@ def test_thread_clients_give_each_thread_its_own_client_and_close_them_all() -> 
     assert all(client.is_closed for client in built)
     with pytest.raises(RuntimeError, match="closed"):
         clients.for_this_thread()
+
+
+FIRST_TOKEN_IN_A_FRESH_PROCESS = """
+import json, sys
+from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+from airflow_provider_tokenrefresh.dialects import PRESETS
+from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
+from airflow_provider_tokenrefresh.stores import FileTokenStore
+
+base_url, client_id, client_secret, refresh_token, directory = sys.argv[1:]
+client = RefreshClient(
+    PRESETS["oauth2_basic"],
+    ClientSettings(base_url=base_url, credentials=ClientCredentials(client_id, client_secret), allow_insecure_http=True),
+)
+keeper = TokenKeeper(
+    "conn", client, FileTokenStore(directory + "/store"), FileRefreshLock(directory + "/locks"), Seed(refresh_token),
+    conn_id="fresh",
+)
+before = set(sys.modules)
+record = keeper.get_valid_token()
+client.close()
+print(json.dumps({"generation": record.generation, "imported": sorted(set(sys.modules) - before)}))
+"""
+
+
+def test_a_fresh_processs_first_token_imports_none_of_the_keeper_dags_schedule_code(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Every task process's first token passes the lapse warning, which looks the configured
+    horizon up: that lookup pulled in ``schedule`` (the keeper DAG's interval rules, about 1 ms
+    to import), on the clock of every process of a herd at once."""
+    import json
+    import subprocess
+    import sys
+
+    emu = emulator_factory("oauth2_basic")
+    seed = emu.issue_tokens()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FIRST_TOKEN_IN_A_FRESH_PROCESS,
+            emu.base_url,
+            emu.client_id,
+            emu.client_secret,
+            seed.refresh_token,
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["generation"] == 1 and emu.counters.get("ok") == 1
+    assert "airflow_provider_tokenrefresh.schedule" not in result["imported"], result["imported"]
