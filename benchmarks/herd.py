@@ -207,6 +207,7 @@ def run_ours(
             "read_only_refresh_requests": emulator.refresh_requests - before,
             "read_only_errors": reads.errors[:5],
         }
+    by_round = _rounds(result.times_to_token, processes)
     return {
         **floor,
         "refreshes_per_round": per_round,
@@ -223,8 +224,8 @@ def run_ours(
         "p99_ms": result.percentile(0.99) * 1e3,
         # Where a tail comes from: round 0 is every process's first token (cold imports, first
         # connection, first watch), all at once on the machine's cores.
-        "per_round_p50_ms": [_quantile(r, 0.50) * 1e3 for r in _rounds(result.times_to_token, processes)],
-        "per_round_max_ms": [max(r) * 1e3 for r in _rounds(result.times_to_token, processes)],
+        "per_round_p50_ms": [percentile(r, 0.50) * 1e3 for r in by_round],
+        "per_round_max_ms": [max(r) * 1e3 for r in by_round],
         "wall_s": wall,
     }
 
@@ -232,11 +233,6 @@ def run_ours(
 def _rounds(times: list[float], processes: int) -> list[list[float]]:
     """``run_herd`` 's times to token, one list per round (they arrive round by round)."""
     return [times[i : i + processes] for i in range(0, len(times), processes)]
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def import_httpx_ms(runs: int = 3) -> float:
