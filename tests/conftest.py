@@ -106,7 +106,6 @@ _AIRFLOW_GROUPS = {
     "test_failure_modes.py": "airflow-a",
     "test_connection_test_button.py": "airflow-a",
     "test_connection_form_browser.py": "airflow-a",
-    "test_triggerer_crowd.py": "airflow-a",
     "test_long_canaries_real.py": "airflow-b",
     "test_custom_dialect_real.py": "airflow-b",
     "test_metrics_statsd.py": "airflow-b",
@@ -119,7 +118,8 @@ _AIRFLOW_GROUPS = {
 #: Rough seconds per scope in a loaded CI run (``--durations``), to start the longest first;
 #: any other scope counts a second per test.
 _SCOPE_COST = {
-    "airflow-a": 1500,
+    "airflow-a": 1200,
+    "tests/airflow/test_triggerer_crowd.py": 400,
     "airflow-b": 1000,
     "tests/concurrency/test_herd.py": 500,
     "tests/cluster/test_across_homes.py": 250,

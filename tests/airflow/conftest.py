@@ -1,11 +1,15 @@
 """One real Airflow deployment per test session: api-server, scheduler, dag-processor, triggerer.
 
+(A module may start its own with :func:`running_deployment`: ``test_triggerer_crowd.py`` does, so
+that its triggerer's secrets masker does not start out holding every earlier test's values.)
+
 SQLite and LocalExecutor, everything on 127.0.0.1, each component stopped by PID at the end. The
 five emulated vendors run in the test process; workers reach them over loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -113,8 +117,9 @@ def _words(text: str) -> list[str]:
     return re.findall(r"emu[-+][A-Za-z0-9_/+=-]+", text)
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@contextlib.contextmanager
+def running_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A fresh deployment (its own home, metadata database and components), stopped on exit."""
     t0 = time.monotonic()
     home = tmp_path_factory.mktemp("airflow_home")
     dags = tmp_path_factory.mktemp("dags")
@@ -139,3 +144,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         for emu in emulators.values():
             emu.stop()
         statsd.close()
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The session's deployment, shared by the files of one xdist group (``tests/conftest.py``)."""
+    with running_deployment(tmp_path_factory) as running:
+        yield running

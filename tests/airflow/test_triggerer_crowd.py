@@ -26,12 +26,25 @@ import pytest
 from airflow_provider_tokenrefresh.stores import FileTokenStore
 from airflow_provider_tokenrefresh.testing import OAuth2BasicEmulator
 from airflow_provider_tokenrefresh.testing.connections import emulator_connection
+from tests.airflow.conftest import running_deployment
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests.airflow.conftest import Deployment
 
 FAST = 49
 SLOW_ANSWER = 10.0
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """This module's own deployment (not the session's): a triggerer whose supervisor's secrets
+    masker starts empty. Airflow's masker recompiles every value it holds each time it learns one,
+    so fifty triggers on a triggerer that already served the other files' triggers pay for those
+    files' values too; on its own, the module can also run beside the other group."""
+    with running_deployment(tmp_path_factory) as running:
+        yield running
 
 
 def _seed(deployment: Deployment, emu: Any, conn_id: str, **extra: Any) -> Any:
