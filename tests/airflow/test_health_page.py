@@ -208,14 +208,21 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         t0 = time.monotonic()
         stack.migrate()
         timings["migrate"] = time.monotonic() - t0
-        # The teams are created (in the metastore) while the api-server starts.
-        teams = subprocess.Popen(
-            [sys.executable, "-c", TEAMS], env=stack.env(), stderr=subprocess.PIPE, text=True
+        # The teams must be in the metastore before the api-server starts: its auth manager
+        # refuses to start on teams the database does not have (creating them while it started
+        # lost that race once in a loaded CI run: "Teams defined in the auth manager ({'teama'})
+        # are not present in the database").
+        teams = subprocess.run(
+            [sys.executable, "-c", TEAMS],
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
+        assert teams.returncode == 0, teams.stderr[-3000:]
         stack.start(components=("api-server",))
         timings["api-server"] = time.monotonic() - t0
-        teams_err = teams.communicate(timeout=180)[1]  # closes the pipe
-        assert teams.returncode == 0, teams_err[-3000:]
         # A 2-day refresh token renewed at each refresh is fine just after one (a quarter of its
         # life is the horizon); a chain capped at 2 days (oauth2_basic's fixed maximum) is not.
         seed("hp_valid", "tokenrefresh_oauth2_post", post, extra={"refresh_token_ttl": 2 * 86400})
