@@ -41,25 +41,25 @@ def fan_out(job_path: str) -> dict[str, Any]:
     with open(job_path) as fh:
         job = json.load(fh)
     store = VariableTokenStore()
-    lock = FileRefreshLock(tempfile.mkdtemp(prefix="fanout-locks-"))
-    keepers = basic_keepers(
-        job,
-        job["ours"],
-        store,
-        lock,
-        lambda i: f"fan_{i:04d}",
-        lambda conn_id: f"{job.get('key_prefix', 'tokenrefresh_token__')}{conn_id}",
-        on_secret=_mask,  # as TokenRefreshOperator's hooks do: every token goes to Airflow's masker
-    )
-    started = time.perf_counter()
-    outcomes = refresh_all(keepers, force=True, max_workers=job["max_workers"])
-    ours_s = time.perf_counter() - started
-    masker = _secrets_masker()
-    masker_after_ours = (len(masker.patterns), sum(len(p) for p in masker.patterns))
-    ours_ok = sum(1 for o in outcomes.values() if isinstance(o, RefreshOutcome) and o.refreshed)
-    ours_errors = Counter(type(o).__name__ for o in outcomes.values() if not isinstance(o, RefreshOutcome))
-    for keeper in keepers.values():
-        keeper.client.close()
+    with tempfile.TemporaryDirectory(prefix="fanout-locks-") as lock_dir:  # removed after ours
+        keepers = basic_keepers(
+            job,
+            job["ours"],
+            store,
+            FileRefreshLock(lock_dir),
+            lambda i: f"fan_{i:04d}",
+            lambda conn_id: f"{job.get('key_prefix', 'tokenrefresh_token__')}{conn_id}",
+            on_secret=_mask,  # as TokenRefreshOperator's hooks do: every token goes to Airflow's masker
+        )
+        started = time.perf_counter()
+        outcomes = refresh_all(keepers, force=True, max_workers=job["max_workers"])
+        ours_s = time.perf_counter() - started
+        masker = _secrets_masker()
+        masker_after_ours = (len(masker.patterns), sum(len(p) for p in masker.patterns))
+        ours_ok = sum(1 for o in outcomes.values() if isinstance(o, RefreshOutcome) and o.refreshed)
+        ours_errors = Counter(type(o).__name__ for o in outcomes.values() if not isinstance(o, RefreshOutcome))
+        for keeper in keepers.values():
+            keeper.client.close()
 
     started = time.perf_counter()
     peer_ok = 0
