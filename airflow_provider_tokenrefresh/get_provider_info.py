@@ -66,10 +66,11 @@ def _common_fields(*, access_token_required: bool) -> dict[str, Any]:
             "Token store",
             {
                 "type": ["string", "null"],
-                "enum": ["variable", "file", "vault", "aws", None],
+                "enum": ["variable", "sealed_variable", "file", "vault", "aws", None],
                 "default": "variable",
             },
-            "Where the evolving token record is kept.",
+            "Where the evolving token record is kept (sealed_variable: encrypted with [core] fernet_key under a "
+            "name Airflow does not mask; fast with many connections per task or trigger).",
         ),
         "store_path": _field(
             "Store key", _STR, "Key (Variable name or secret path); defaults per connection."

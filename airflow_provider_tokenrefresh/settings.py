@@ -20,7 +20,7 @@ from airflow_provider_tokenrefresh.errors import ConfigurationError
 CONN_TYPE_PREFIX = "tokenrefresh_"
 CUSTOM_CONN_TYPE = "tokenrefresh_custom"
 
-StoreKind = Literal["variable", "file", "vault", "aws"]
+StoreKind = Literal["variable", "sealed_variable", "file", "vault", "aws"]
 LockKind = Literal["auto", "file", "redis", "postgres"]
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -149,9 +149,20 @@ class ConnectionSettings(BaseModel):
         """
         if not self.extra.store_path:
             return f"tokenrefresh_token__{self.conn_id}"
-        if self.extra.store == "variable" and not _masked_by_airflow(self.extra.store_path):
+        if self.extra.store in ("variable", "sealed_variable") and not _masked_by_airflow(
+            self.extra.store_path
+        ):
             return f"{self.extra.store_path}__token"
         return self.extra.store_path
+
+    @property
+    def sealed_store_key(self) -> str:
+        """Name of the sealed Variable (``store: sealed_variable``): no sensitive word of its own, so
+        Airflow's masker does not learn the (encrypted) value. :attr:`store_key` stays the keeper's
+        key: the refresh lock's name and where the record lived before it moved."""
+        if self.extra.store_path:
+            return f"{self.extra.store_path}__sealed"
+        return f"trf_record__{self.conn_id}"
 
     @property
     def legacy_store_key(self) -> str | None:

@@ -20,6 +20,10 @@ def store_for(settings: ConnectionSettings) -> TokenStore:
 
         legacy = settings.legacy_store_key
         return VariableTokenStore(legacy_keys={settings.store_key: legacy} if legacy else None)
+    if kind == "sealed_variable":
+        from airflow_provider_tokenrefresh.stores.sealed_variable import SealedVariableTokenStore
+
+        return SealedVariableTokenStore(sealed_keys={settings.store_key: settings.sealed_store_key})
     if kind == "file":
         from airflow_provider_tokenrefresh.stores import FileTokenStore
 

@@ -229,13 +229,24 @@ class VariableTokenStore:
         try:
             return TokenRecord.from_storage_json(raw)
         except ValueError:
-            # Never suggest deleting it: it may hold the only live refresh token.
+            pass
+        from airflow_provider_tokenrefresh.stores.seal import classify_old
+
+        moved = classify_old(raw)
+        if moved.kind in ("moving", "moved"):
             raise ConfigurationError(
-                f"Variable {key!r} cannot be read as a token record. Likely causes: this component has a "
-                "different [core] fernet_key than the one that wrote it (every component must share one), "
-                "or another program wrote to this key. Do not delete it: it may hold the only live refresh "
-                "token; fix the Fernet key, or set extra 'store_path' to another key and re-seed the connection"
-            ) from None
+                f"Variable {key!r} is a tombstone: this connection's token record moved to Variable "
+                f"{moved.moved_to!r} (extra 'store': 'sealed_variable'). Set extra 'store' back to "
+                "'sealed_variable' on this connection (every component needs this release or later). Do not "
+                "delete either Variable: the sealed one holds the live refresh token"
+            )
+        # Never suggest deleting it: it may hold the only live refresh token.
+        raise ConfigurationError(
+            f"Variable {key!r} cannot be read as a token record. Likely causes: this component has a "
+            "different [core] fernet_key than the one that wrote it (every component must share one), "
+            "or another program wrote to this key. Do not delete it: it may hold the only live refresh "
+            "token; fix the Fernet key, or set extra 'store_path' to another key and re-seed the connection"
+        )
 
     def write(self, key: str, record: TokenRecord, expected_version: Version) -> Version:
         """Write if the stored JSON is unchanged since it was read, then verify the read-back."""
@@ -252,6 +263,12 @@ class VariableTokenStore:
             # persistence), and the keeper's claim on its own intent id is what excludes a stale holder.
             self._set_raw(key, raw)
             self._local.window = time.monotonic() - started
+        self._read_back(key, raw, current, urgent=urgent)
+        return _digest(raw)
+
+    def _read_back(self, key: str, raw: str, current: str | None, *, urgent: bool) -> None:
+        """Read ``key`` back after writing ``raw`` over ``current``: another writer's value is a
+        conflict; any other difference means the write does not reach what readers see."""
         echoed = self._get_raw(key, urgent=urgent)
         if echoed != raw:
             if echoed is not None and echoed != current:
@@ -262,4 +279,3 @@ class VariableTokenStore:
                 "the rotated token could never be read. Remove the key from the secrets backend, or set extra "
                 "'store' to 'vault'/'aws' to keep records there."
             )
-        return _digest(raw)

@@ -125,7 +125,9 @@ print(" ".join(sorted(set(sys.modules) - before)))
 """
 
 
-def test_the_first_watch_of_a_fresh_process_imports_neither_ctypes_util_nor_subprocess(tmp_path: Path) -> None:
+def test_the_first_watch_of_a_fresh_process_imports_neither_ctypes_util_nor_subprocess(
+    tmp_path: Path,
+) -> None:
     """A herd waiter's first watch is on the clock, in every fresh process of the herd at once:
     ``import ctypes.util`` (only the fallback needs it) imported ``subprocess`` too, about 2 ms of
     a waiter's 4 ms of CPU in its first round."""

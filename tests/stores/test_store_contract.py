@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -92,38 +92,25 @@ def _aws_backend(endpoint: str) -> Backend:
     return Backend("aws", lambda: AwsSecretsManagerTokenStore(_boto_client(endpoint)), plant)
 
 
-@pytest.fixture(scope="session")
-def variable_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A migrated SQLite metadata database and the child process serving Variable stores on it."""
-    from .variable_server import VariableStoreServer
-
-    server = VariableStoreServer(tmp_path_factory.mktemp("variable_store_home"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def _variable_backend(server: Any, kind: str = "variable") -> Backend:
+    return Backend(kind, lambda: server.new_store(kind), server.plant)
 
 
-def _variable_backend(server: Any) -> Backend:
-    return Backend("variable", server.new_store, server.plant)
-
-
-@pytest.fixture(params=["file", "vault", "aws", "variable"])
+@pytest.fixture(params=["file", "vault", "aws", "variable", "sealed_variable"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "file":
         return _file_backend(tmp_path / "records")
     if request.param == "vault":
         url, token = request.getfixturevalue("bao_server")
         return _vault_backend(url, token)
-    if request.param == "variable":
-        return _variable_backend(request.getfixturevalue("variable_server"))
+    if request.param in ("variable", "sealed_variable"):
+        return _variable_backend(request.getfixturevalue("variable_server"), request.param)
     return _aws_backend(request.getfixturevalue("moto_server"))
 
 
 def test_only_the_variable_store_lacks_a_compare_and_set(backend: Backend) -> None:
     # The racing tests below hold a store without one to a weaker promise: say which that is.
-    assert backend.store.atomic is (backend.kind != "variable")
+    assert backend.store.atomic is (backend.kind not in ("variable", "sealed_variable"))
 
 
 def _key(tail: str = "conn") -> str:

@@ -36,10 +36,23 @@ class RemoteTraceback(Exception):
 # -- the child ------------------------------------------------------------------------------------
 
 
+class _EveryKeySealed(dict[str, str]):
+    """Every key is sealed, under ``<key>.sealed`` (the contract tests pick their own keys)."""
+
+    def get(self, key: str, default: Any = None) -> str:  # type: ignore[override]
+        return f"{key}.sealed"
+
+
 def _handle(conn: Any) -> None:
+    from airflow_provider_tokenrefresh.stores.seal import Sealer
+    from airflow_provider_tokenrefresh.stores.sealed_variable import SealedVariableTokenStore
     from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
 
-    store = VariableTokenStore()
+    kind, fernet_key = conn.recv()
+    store: Any = VariableTokenStore()
+    if kind == "sealed_variable":
+        sealer = None if fernet_key is None else Sealer(fernet_key)
+        store = SealedVariableTokenStore(sealed_keys=_EveryKeySealed(), sealer=sealer)
     with conn:
         while True:
             try:
@@ -57,6 +70,12 @@ def _handle(conn: Any) -> None:
 
                     Variable.set(args[0], args[1])
                     value = None
+                elif op == "raw":
+                    from airflow.models.variable import Variable
+
+                    value = Variable.get(args[0], default_var=None)
+                elif op == "sealed_with_old_key":
+                    value = sorted(getattr(store, "sealed_with_old_key", ()))
                 elif op == "describe":
                     value = {"repr": repr(store), "name": store.name, "atomic": store.atomic}
                 else:
@@ -96,12 +115,14 @@ def _serve() -> None:
 class VariableStoreProxy:
     """The store protocol, forwarded to one ``VariableTokenStore`` in the child."""
 
-    name = "variable"
-
-    def __init__(self, server: VariableStoreServer) -> None:
+    def __init__(
+        self, server: VariableStoreServer, kind: str = "variable", fernet_key: str | None = None
+    ) -> None:
         from multiprocessing.connection import Client
 
+        self.name = kind
         self._conn = Client(("127.0.0.1", server.port), authkey=server.authkey)
+        self._conn.send((kind, fernet_key))
         self._lock = threading.Lock()
         described = self._call("describe")
         self._repr = described["repr"]
@@ -126,6 +147,16 @@ class VariableStoreProxy:
     def plant(self, key: str, raw: str) -> None:
         """Set the Variable's raw value directly (another program, or a damaged record)."""
         self._call("plant", key, raw)
+
+    def raw(self, key: str) -> str | None:
+        """The Variable's value as Airflow returns it (``None`` if absent)."""
+        value: str | None = self._call("raw", key)
+        return value
+
+    def sealed_with_old_key(self) -> list[str]:
+        """The sealed Variables this store last opened with a key other than the primary one."""
+        names: list[str] = self._call("sealed_with_old_key")
+        return names
 
     def close(self) -> None:
         self._conn.close()
@@ -199,8 +230,8 @@ class VariableStoreServer:
             )
         self.port = int(line)
 
-    def new_store(self) -> VariableStoreProxy:
-        proxy = VariableStoreProxy(self)
+    def new_store(self, kind: str = "variable", fernet_key: str | None = None) -> VariableStoreProxy:
+        proxy = VariableStoreProxy(self, kind, fernet_key)
         self._proxies.append(proxy)
         return proxy
 
