@@ -109,6 +109,8 @@ class Host:
     cluster: Cluster = field(repr=False)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # seeds inside
     package_file: str = ""
+    #: This host's code (another release's checkout) instead of the test run's ``PYTHONPATH``.
+    pythonpath: str | None = None
 
     def env(self) -> dict[str, str]:
         """Environment of every process of this host."""
@@ -119,7 +121,9 @@ class Host:
         env["AIRFLOW__CORE__DAGS_FOLDER"] = str(self.home / "dags")
         for conn_id, fields in self.connections.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(fields)
-        if os.environ.get("PYTHONPATH"):
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        elif os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return env
 
@@ -184,11 +188,22 @@ os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
 import {PACKAGE} as pkg
 import airflow.models.variable  # pay Airflow's start-up once, here
 from {PACKAGE}.stores.variable import VariableTokenStore
+from {PACKAGE}.stores.sealed_variable import SealedVariableTokenStore
 out.write({_READER_PREFIX!r} + json.dumps({{"ready": True, "package": pkg.__file__}}) + "\\n")
 for line in sys.stdin:
-    key = line.strip()
+    request = json.loads(line)
+    key, sealed = request["key"], request.get("sealed")
+    if request.get("raw"):
+        from airflow.models.variable import Variable
+        try:
+            payload = {{"raw": Variable.get(key, default_var=None)}}
+        except Exception as exc:
+            payload = {{"error": type(exc).__name__}}
+        out.write({_READER_PREFIX!r} + json.dumps(payload) + "\\n")
+        continue
     try:
-        result = VariableTokenStore().read(key)
+        store = SealedVariableTokenStore(sealed_keys={{key: sealed}}) if sealed else VariableTokenStore()
+        result = store.read(key)
         r = result[0] if isinstance(result, tuple) else result
         rt = getattr(r, "refresh_token", None)
         payload = {{
@@ -254,9 +269,11 @@ class RecordReader:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def read(self, key: str) -> dict[str, Any]:
+    def read(self, key: str, *, sealed: str | None = None, raw: bool = False) -> dict[str, Any]:
+        """The record under ``key`` (from Variable ``sealed`` first, if given), or with ``raw`` the
+        Variable's value as Airflow returns it."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(key + "\n")
+        self.proc.stdin.write(json.dumps({"key": key, "sealed": sealed, "raw": raw}) + "\n")
         self.proc.stdin.flush()
         answer = self._answer(timeout=30)
         if "error" in answer:
@@ -308,10 +325,13 @@ class Cluster:
         self.hosts[name] = host
         return host
 
-    def stored(self, conn_id: str) -> StoredRecord:
-        """The connection's record in the Variable store (read by a child with host A's environment)."""
+    def stored(self, conn_id: str, *, sealed: bool = False) -> StoredRecord:
+        """The connection's record in the Variable store (read by a child with host A's environment;
+        ``sealed``: as ``store: sealed_variable`` reads it)."""
         assert self.reader is not None
-        answer = self.reader.read(f"tokenrefresh_token__{conn_id}")
+        answer = self.reader.read(
+            f"tokenrefresh_token__{conn_id}", sealed=f"trf_record__{conn_id}" if sealed else None
+        )
         return StoredRecord(
             found=bool(answer["found"]),
             generation=answer["generation"],
@@ -324,7 +344,15 @@ class Cluster:
         import psycopg
 
         with psycopg.connect(self.db_conninfo, autocommit=True) as db:
-            db.execute("DELETE FROM variable WHERE key LIKE %s", ("%tokenrefresh%",))
+            db.execute(
+                "DELETE FROM variable WHERE key LIKE %s OR key LIKE %s", ("%tokenrefresh%", "trf_record__%")
+            )
+
+    def raw_variable(self, key: str) -> str | None:
+        """A Variable's value as the UI and the API read it (Airflow's at-rest encryption removed)."""
+        assert self.reader is not None
+        value: str | None = self.reader.read(key, raw=True)["raw"]
+        return value
 
     @property
     def in_flight_seconds(self) -> float:

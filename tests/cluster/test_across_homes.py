@@ -250,3 +250,110 @@ def test_stale_seed_on_one_host_never_undoes_a_reseed(
         cluster.runs[first_run:],
         emulator_secrets(emu, s1.refresh_token, s1.access_token, s2.refresh_token, s2.access_token),
     )
+
+
+CONN_Z = "vendor_z"
+#: The 0.2.0 release commit (``Version 0.2.0``); its package runs on host A from ``git archive``.
+RELEASE_0_2_0 = "6020e7e"
+
+
+@pytest.fixture(scope="module")
+def release_0_2_0(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    target = tmp_path_factory.mktemp("release-0.2.0")
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", RELEASE_0_2_0, "airflow_provider_tokenrefresh"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return str(target)
+
+
+def test_moving_to_sealed_variable_beside_a_0_2_0_host_keeps_one_chain(
+    cluster: Cluster, emulator_factory: EmulatorFactory, release_0_2_0: str
+) -> None:
+    """A rollout: host A still runs 0.2.0 and sees the connection as it was (``store`` default);
+    host B runs this release and sees ``store: sealed_variable``. B moves the record; from then on
+    A stops loudly and sends nothing, and the chain B keeps is the vendor's live one."""
+    import subprocess
+    import sys
+
+    emu = emulator_factory("oauth2_basic", client_secret=_canary_secret())
+    seed = emu.issue_tokens()
+    families = {"seed": seed.family_id}
+    plain = vendor_connection(emu, seed.refresh_token, seed.access_token)
+    cluster.a.connections[CONN_Z] = plain
+    cluster.b.connections[CONN_Z] = {**plain, "extra": {**plain["extra"], "store": "sealed_variable"}}
+    cluster.a.pythonpath = release_0_2_0
+    first_run = len(cluster.runs)
+    try:
+        probe = cluster.a.popen(
+            [sys.executable, "-c", "import airflow_provider_tokenrefresh as p; print(p.__file__)"],
+            stdout=subprocess.PIPE,
+        )
+        a_package = probe.communicate(timeout=60)[0].strip()
+        assert a_package.startswith(release_0_2_0), f"harness: host A imports {a_package}"
+
+        def scrub(text: str) -> str:
+            return scrubber(emulator_secrets(emu, seed.refresh_token, seed.access_token))(text)
+
+        # 1. The 0.2.0 host refreshes: the record is under the old, masked name.
+        a1 = cluster.a.run("refresh", "--force", CONN_Z)
+        assert a1.returncode == 0, a1.describe(scrub)
+        before = cluster.stored(CONN_Z)
+        assert before.found and before.generation == 1, before
+        rt_a1 = before.rt
+
+        # 2. Host B (sealed) refreshes: the record moves.
+        b1 = cluster.b.run("refresh", "--force", CONN_Z)
+        assert b1.returncode == 0, b1.describe(scrub)
+        moved = cluster.stored(CONN_Z, sealed=True)
+        _check_report(b1, moved, "the move")
+        raw_old = cluster.raw_variable(f"tokenrefresh_token__{CONN_Z}") or ""
+        raw_sealed = cluster.raw_variable(f"trf_record__{CONN_Z}") or ""
+        tokens = emulator_secrets(emu, seed.refresh_token, seed.access_token)
+        in_clear = [
+            name for name, raw in (("old", raw_old), ("sealed", raw_sealed)) if any(t in raw for t in tokens)
+        ]
+        assert json.loads(raw_old)["state"] == "moved" and "sealed" not in json.loads(raw_old)
+        assert json.loads(raw_sealed)["sealed_by"] == "airflow-provider-tokenrefresh"
+        assert in_clear == [], f"tokens in clear in the {in_clear} Variable(s)"
+        requests_after_move = emu.refresh_requests
+
+        # 3. The 0.2.0 host, with its outdated view, stops loudly and sends nothing.
+        for args in (("refresh", CONN_Z), ("refresh", "--force", CONN_Z)):
+            run = cluster.a.run(*args)
+            message = run.error
+            assert run.returncode != 0, f"0.2.0 host went on after the move: {run.describe(scrub)}"
+            assert f"tokenrefresh_token__{CONN_Z}" in message and "Do not delete" in message, scrub(message)
+        assert emu.refresh_requests == requests_after_move, _vendor_facts(emu, seed.refresh_token)
+
+        # 4. This release with the plain view says where the record went.
+        cluster.a.pythonpath = None
+        plain_view = cluster.a.run("refresh", "--force", CONN_Z)
+        assert plain_view.returncode != 0
+        assert "sealed_variable" in plain_view.error and f"trf_record__{CONN_Z}" in plain_view.error, scrub(
+            plain_view.error
+        )
+        assert emu.refresh_requests == requests_after_move, _vendor_facts(emu, seed.refresh_token)
+
+        # 5. B goes on; every rotated token was presented once; the stored one is live.
+        b2 = cluster.b.run("refresh", "--force", CONN_Z)
+        assert b2.returncode == 0, b2.describe(scrub)
+        after = cluster.stored(CONN_Z, sealed=True)
+        _check_report(b2, after, "refresh --force after the move")
+        facts = f"{_vendor_facts(emu, seed.refresh_token)}; stored {after}"
+        assert after.generation == 3, facts
+        assert presented(emu, seed.refresh_token) == 1, facts
+        assert presented(emu, rt_a1) == 1, facts
+        assert emu.refresh_requests == 3, facts
+        assert emu.counters.get("invalid_grant", 0) == 0 and emu.families_revoked == 0, facts
+        assert emu.is_refresh_token_valid(after.rt), facts
+        assert _family_label(emu, after.rt, families) == "seed", facts
+        _no_leaks(cluster.runs[first_run:], emulator_secrets(emu, seed.refresh_token, seed.access_token))
+    finally:
+        cluster.a.pythonpath = None
