@@ -99,7 +99,12 @@ def render(results: dict[str, Any], path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-        fan.axhline(fanout["config"]["goal_s"], color="green", linestyle=":", label=f"goal ({fanout['config']['goal_s']:g} s)")
+        fan.axhline(
+            fanout["config"]["goal_s"],
+            color="green",
+            linestyle=":",
+            label=f"goal ({fanout['config']['goal_s']:g} s)",
+        )
         fan.set_ylabel("wall time (s)")
         fan.set_title(f"Fan-out: {fanout['config']['connections']} connections, 50 ms vendor", fontsize=10)
         fan.legend(fontsize=8)

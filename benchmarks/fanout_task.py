@@ -29,7 +29,10 @@ KEY_PREFIX = "tokenrefresh_token__"
 
 
 def run(
-    connections: int = CONNECTIONS, latency: float = LATENCY, key_prefix: str = KEY_PREFIX
+    connections: int = CONNECTIONS,
+    latency: float = LATENCY,
+    key_prefix: str = KEY_PREFIX,
+    store: str = "variable",
 ) -> dict[str, Any]:
     """Start the deployment, run the task once, stop everything; both sides' figures."""
 
@@ -49,6 +52,7 @@ def run(
                 "client_secret": emulator.client_secret,
                 "max_workers": MAX_WORKERS,
                 "key_prefix": key_prefix,
+                "store": store,
                 "ours": seeds(),
                 "peer": seeds(),
             }
@@ -68,11 +72,12 @@ def run(
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "config": {
-            "deployment": "AirflowStack (LocalExecutor, SQLite, 127.0.0.1); Variable store, file lock",
+            "deployment": f"AirflowStack (LocalExecutor, SQLite, 127.0.0.1); store {store}, file lock",
             "connections": connections,
             "latency_s": latency,
             "max_workers": MAX_WORKERS,
             "key_prefix": key_prefix,
+            "store": store,
             "ours": "fanout.refresh_all(force=True) over TokenKeeper x N on VariableTokenStore, in one task",
             "peer": "for each connection: httpx.post(refresh) then Variable.set(JSON), in the same task",
         },
@@ -89,9 +94,12 @@ if __name__ == "__main__":
 
     # SIGTERM (a Ctrl-C'd make, a timeout) runs the finally above: every component stopped by PID.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # python -m benchmarks.fanout_task [CONNECTIONS [KEY_PREFIX]]
+    # python -m benchmarks.fanout_task [CONNECTIONS [KEY_PREFIX]] [--store sealed_variable]
+    args = [a for a in sys.argv[1:] if not a.startswith("--store")]
+    chosen = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--store=")), "variable")
     result = run(
-        int(sys.argv[1]) if len(sys.argv) > 1 else CONNECTIONS,
-        key_prefix=sys.argv[2] if len(sys.argv) > 2 else KEY_PREFIX,
+        int(args[0]) if args else CONNECTIONS,
+        key_prefix=args[1] if len(args) > 1 else KEY_PREFIX,
+        store=chosen,
     )
     print(json.dumps(result, indent=2))

@@ -199,7 +199,9 @@ def run_ours(
     floor: dict[str, Any] = {}
     if read_only_rounds:
         before = emulator.refresh_requests
-        reads = run_herd(spec, emulator, processes=processes, rounds=read_only_rounds, min_ttl=MIN_TTL, read_only=True)
+        reads = run_herd(
+            spec, emulator, processes=processes, rounds=read_only_rounds, min_ttl=MIN_TTL, read_only=True
+        )
         floor = {
             "read_only_rounds": read_only_rounds,
             "read_only_p50_ms": reads.percentile(0.50) * 1e3,

@@ -114,7 +114,9 @@ def run() -> dict[str, Any]:
         keeper.refresh(force=True)  # a fresh token, in the store and in the cache
         client.close()
 
-        os.environ["AIRFLOW_CONN_HOT_HOOK"] = hook_connection(emulator, emulator.issue_tokens().refresh_token, tmp)
+        os.environ["AIRFLOW_CONN_HOT_HOOK"] = hook_connection(
+            emulator, emulator.issue_tokens().refresh_token, tmp
+        )
         from airflow_provider_tokenrefresh.hooks.tokenrefresh import TokenRefreshHook
 
         hook = TokenRefreshHook("hot_hook", min_ttl=MIN_TTL)

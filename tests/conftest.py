@@ -112,6 +112,7 @@ _AIRFLOW_GROUPS = {
     "test_status_exit_codes.py": "airflow-b",
     "test_notifications.py": "airflow-b",
     "test_http_provider_real.py": "airflow-b",
+    "test_sealed_store_real.py": "airflow-b",
 }
 
 

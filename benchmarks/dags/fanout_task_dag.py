@@ -3,8 +3,8 @@
 One task, two phases against fresh token families of the same emulated vendor (50 ms latency):
 
 * ours: 1,000 ``TokenKeeper`` s on the default Variable store (every read and write through the
-  Task SDK and the execution API) and the file lock, ``fanout.refresh_all(force=True,
-  max_workers=64)``;
+  Task SDK and the execution API; or ``store: sealed_variable``) and the file lock,
+  ``fanout.refresh_all(force=True, max_workers=64)``;
 * peer: what users write today, one connection after another: ``httpx.post`` the refresh, then
   ``Variable.set`` the answer as JSON.
 
@@ -34,13 +34,19 @@ def fan_out(job_path: str) -> dict[str, Any]:
     from airflow_provider_tokenrefresh.hooks.tokenrefresh import _mask
     from airflow_provider_tokenrefresh.keeper import RefreshOutcome
     from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
+    from airflow_provider_tokenrefresh.stores.sealed_variable import SealedVariableTokenStore
     from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
     from airflow_provider_tokenrefresh.testing.peer import peer_refresh
     from benchmarks.common import basic_keepers
 
     with open(job_path) as fh:
         job = json.load(fh)
-    store = VariableTokenStore()
+    prefix = job.get("key_prefix", "tokenrefresh_token__")
+    store: VariableTokenStore = VariableTokenStore()
+    if job.get("store") == "sealed_variable":  # as store_for() builds it for each connection
+        store = SealedVariableTokenStore(
+            sealed_keys={f"{prefix}fan_{i:04d}": f"trf_record__fan_{i:04d}" for i in range(len(job["ours"]))}
+        )
     with tempfile.TemporaryDirectory(prefix="fanout-locks-") as lock_dir:  # removed after ours
         keepers = basic_keepers(
             job,
@@ -48,7 +54,7 @@ def fan_out(job_path: str) -> dict[str, Any]:
             store,
             FileRefreshLock(lock_dir),
             lambda i: f"fan_{i:04d}",
-            lambda conn_id: f"{job.get('key_prefix', 'tokenrefresh_token__')}{conn_id}",
+            lambda conn_id: f"{prefix}{conn_id}",
             on_secret=_mask,  # as TokenRefreshOperator's hooks do: every token goes to Airflow's masker
         )
         started = time.perf_counter()
@@ -57,7 +63,9 @@ def fan_out(job_path: str) -> dict[str, Any]:
         masker = _secrets_masker()
         masker_after_ours = (len(masker.patterns), sum(len(p) for p in masker.patterns))
         ours_ok = sum(1 for o in outcomes.values() if isinstance(o, RefreshOutcome) and o.refreshed)
-        ours_errors = Counter(type(o).__name__ for o in outcomes.values() if not isinstance(o, RefreshOutcome))
+        ours_errors = Counter(
+            type(o).__name__ for o in outcomes.values() if not isinstance(o, RefreshOutcome)
+        )
         for keeper in keepers.values():
             keeper.client.close()
 

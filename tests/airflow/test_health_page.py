@@ -254,7 +254,16 @@ def health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HealthStack]:
         in_flight = _cli(stack, "refresh", "hp_inflight", "--force")
         # One process refreshes the other three in turn (one Airflow import instead of three).
         batch = subprocess.run(
-            [sys.executable, "-c", REFRESH_EACH, "hp_valid", "hp_expiring", "hp_reauth", "hp_env", "hp_vaulted"],
+            [
+                sys.executable,
+                "-c",
+                REFRESH_EACH,
+                "hp_valid",
+                "hp_expiring",
+                "hp_reauth",
+                "hp_env",
+                "hp_vaulted",
+            ],
             env=stack.env(),
             capture_output=True,
             text=True,
@@ -471,4 +480,3 @@ def test_a_task_process_loads_the_plugin_without_the_web_app(health: HealthStack
         "airflow_provider_tokenrefresh.plugins.health_app": False,
         "fastapi": False,
     }
-

@@ -29,6 +29,7 @@ def _of(datagrams: list[Datagram], conn_id: str, name: str, **tags: str) -> list
 
 def test_task_and_trigger_metrics_arrive_over_statsd(deployment: Deployment) -> None:
     import statsd  # noqa: F401 - a dev dependency Airflow's StatsD backend needs: fail loudly if missing
+
     receiver = deployment.statsd
     assert receiver is not None
     stack = deployment.stack
