@@ -36,6 +36,10 @@ def run(
 ) -> dict[str, Any]:
     """Start the deployment, run the task once, stop everything; both sides' figures."""
 
+    import os
+    from datetime import UTC, datetime
+
+    load_at_start = os.getloadavg()[0]
     started = time.monotonic()
     tmp, stack = task_stack("bench-fanout-task-", DAG_FILE)
     try:
@@ -78,12 +82,14 @@ def run(
             "max_workers": MAX_WORKERS,
             "key_prefix": key_prefix,
             "store": store,
-            "ours": "fanout.refresh_all(force=True) over TokenKeeper x N on VariableTokenStore, in one task",
+            "ours": f"fanout.refresh_all(force=True) over TokenKeeper x N on the {store} store, in one task",
             "peer": "for each connection: httpx.post(refresh) then Variable.set(JSON), in the same task",
         },
         "results": figures,
         "ratios": {"wall_s": ratio(figures["ours_s"], figures["peer_s"])},
         "seconds": round(time.monotonic() - started, 1),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load_average_at_start": round(load_at_start, 2),
     }
 
 
