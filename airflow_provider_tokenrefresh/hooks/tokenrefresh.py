@@ -262,13 +262,22 @@ class TokenRefreshHook(BaseHook):
     def token_status(self) -> dict[str, Any]:
         """Non-secret status: dialect, expiries, generation, last refresh, last error."""
         record: TokenRecord = self._observed(lambda: self.keeper.current())  # noqa: PLW0108 - builds the keeper inside
-        return {
+        status: dict[str, Any] = {
             "conn_id": self.tokenrefresh_conn_id,
             "dialect": self.settings.dialect.name,
             "store": self.keeper.store.name,
             "lock": self.keeper.lock.name,
             **record.status(),
         }
+        old_seals: set[str] = getattr(self.keeper.store, "sealed_with_old_key", set())
+        if self.settings.sealed_store_key in old_seals:
+            status["warnings"] = [
+                *status.get("warnings", []),
+                f"Variable {self.settings.sealed_store_key!r} is sealed with a [core] fernet_key other than the "
+                "first one: keep that key in the list until the record is rewritten (its next refresh; "
+                f"'airflow-tokenrefresh refresh --force {self.tokenrefresh_conn_id}' does it now)",
+            ]
+        return status
 
     def refresh(
         self, *, force: bool = False, min_ttl: float | None = None, retry_rejected: bool = False

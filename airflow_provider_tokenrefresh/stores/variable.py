@@ -118,6 +118,29 @@ def supervisor_answer_value(key: str, answer: object) -> str | None:
     raise StoreError(f"Variable {key!r}: unexpected answer from the execution API ({type(answer).__name__})")
 
 
+def _refuse_undecryptable(key: str) -> None:
+    """Raise if Variable ``key`` exists in the metadata database although it read as absent.
+
+    Airflow's ``Variable.get`` answers ``None`` for a value its ``[core] fernet_key`` cannot decrypt
+    (it logs "Can't decrypt _val"). Taken for "no record", the keeper would seed from the
+    connection's refresh token, long since rotated, and the vendor's reuse detection would revoke
+    the whole family. Costs one query, only when a record reads as absent.
+    """
+    from airflow.models.variable import Variable as CoreVariable
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        rows = session.scalar(select(func.count()).select_from(CoreVariable).where(CoreVariable.key == key))
+    if rows:
+        raise ConfigurationError(
+            f"Variable {key!r} exists in the metadata database but reads as empty here: this component's "
+            "[core] fernet_key cannot decrypt it (every component must share one; after a rotation, the new "
+            "key first and the old one after it). Nothing was sent to the vendor. Do not delete it: it may "
+            "hold the only live refresh token"
+        )
+
+
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -162,7 +185,10 @@ class VariableTokenStore:
         from airflow.models.variable import Variable as CoreVariable
 
         value = CoreVariable.get(key, default_var=None)
-        return None if value is None else str(value)
+        if value is None:
+            _refuse_undecryptable(key)
+            return None
+        return str(value)
 
     def _backend_shadow(self, key: str) -> None:
         """In a task or trigger, refuse a key that a secrets backend also holds (once per key and

@@ -84,24 +84,27 @@ class Deployment:
         """The refresh token in ``conn_id``'s Variable record (read in a child process; never printed)."""
         return self.stored_refresh_tokens_of([conn_id])[conn_id]
 
-    def stored_refresh_tokens_of(self, conn_ids: list[str]) -> dict[str, str | None]:
+    def stored_refresh_tokens_of(self, conn_ids: list[str], *, sealed: bool = False) -> dict[str, str | None]:
         """Each connection's stored refresh token, read in one child process with the deployment's
-        settings (never printed)."""
+        settings (never printed); ``sealed``: as ``store: sealed_variable`` keeps it."""
         import json
         import subprocess
         import sys
 
         code = (
             "import json,sys\n"
+            "from airflow_provider_tokenrefresh.stores.sealed_variable import SealedVariableTokenStore\n"
             "from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore\n"
-            "s=VariableTokenStore(); out={}\n"
-            "for c in sys.argv[1:]:\n"
-            "    r,_=s.read('tokenrefresh_token__'+c)\n"
+            "out={}\n"
+            "for c in sys.argv[2:]:\n"
+            "    k='tokenrefresh_token__'+c\n"
+            "    s=SealedVariableTokenStore(sealed_keys={k: 'trf_record__'+c}) if sys.argv[1]=='sealed' else VariableTokenStore()\n"
+            "    r,_=s.read(k)\n"
             "    out[c]=r.refresh_token.get_secret_value() if r and r.refresh_token else None\n"
             "print(json.dumps(out))\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code, *conn_ids],
+            [sys.executable, "-c", code, "sealed" if sealed else "plain", *conn_ids],
             env=self.stack.env(),
             capture_output=True,
             text=True,

@@ -166,5 +166,7 @@ def _sealed_refresh_token(deployment: Deployment) -> str | None:
         [sys.executable, "-c", code], env=deployment.stack.env(), capture_output=True, text=True, check=True
     )
     old_kind, refresh_token = out.stdout.strip().splitlines()[-2:]
-    assert old_kind == "moved", f"the old Variable is {old_kind!r}, not a tombstone pointing at the sealed one"
+    assert old_kind == "moved", (
+        f"the old Variable is {old_kind!r}, not a tombstone pointing at the sealed one"
+    )
     return refresh_token or None

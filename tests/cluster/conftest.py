@@ -111,12 +111,15 @@ class Host:
     package_file: str = ""
     #: This host's code (another release's checkout) instead of the test run's ``PYTHONPATH``.
     pythonpath: str | None = None
+    #: Settings of this host only, over the shared ones (e.g. another ``AIRFLOW__CORE__FERNET_KEY``).
+    overrides: dict[str, str] = field(default_factory=dict, repr=False)
 
     def env(self) -> dict[str, str]:
         """Environment of every process of this host."""
         drop = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW")
         env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env.update(self.cluster.shared_env)
+        env.update(self.overrides)
         env["AIRFLOW_HOME"] = str(self.home)
         env["AIRFLOW__CORE__DAGS_FOLDER"] = str(self.home / "dags")
         for conn_id, fields in self.connections.items():

@@ -354,6 +354,36 @@ def test_moving_to_sealed_variable_beside_a_0_2_0_host_keeps_one_chain(
         assert emu.counters.get("invalid_grant", 0) == 0 and emu.families_revoked == 0, facts
         assert emu.is_refresh_token_valid(after.rt), facts
         assert _family_label(emu, after.rt, families) == "seed", facts
+
+        # 6. Fernet keys. A host with another key stops, naming it, and sends nothing.
+        from cryptography.fernet import Fernet
+
+        shared_key = cluster.shared_env["AIRFLOW__CORE__FERNET_KEY"]
+        new_key = Fernet.generate_key().decode()
+        cluster.a.connections[CONN_Z] = cluster.b.connections[CONN_Z]
+        cluster.a.overrides["AIRFLOW__CORE__FERNET_KEY"] = Fernet.generate_key().decode()
+        stranger = cluster.a.run("refresh", "--force", CONN_Z)
+        assert stranger.returncode != 0 and "[core] fernet_key" in stranger.error, scrub(stranger.error)
+        assert f"trf_record__{CONN_Z}" in stranger.error and "Do not delete" in stranger.error
+        assert emu.refresh_requests == 3, _vendor_facts(emu, seed.refresh_token)
+        # Rotation: "new,old" reads the record and warns until it is re-sealed by a write.
+        cluster.a.overrides["AIRFLOW__CORE__FERNET_KEY"] = f"{new_key},{shared_key}"
+        warned = cluster.a.run("status", "--json", CONN_Z)
+        assert warned.returncode in (0, 1), warned.describe(scrub)
+        warnings = json.loads(warned.stdout)[0]["warnings"]
+        assert any("other than the first one" in w for w in warnings), warnings
+        resealed = cluster.a.run("refresh", "--force", CONN_Z)
+        assert resealed.returncode == 0, resealed.describe(scrub)
+        cluster.a.overrides["AIRFLOW__CORE__FERNET_KEY"] = new_key  # the old key dropped
+        after_rotation = cluster.a.run("status", "--json", CONN_Z)
+        assert after_rotation.returncode in (0, 1), after_rotation.describe(scrub)
+        row = json.loads(after_rotation.stdout)[0]
+        assert row["generation"] == 4 and not any("other than the first one" in w for w in row["warnings"]), (
+            row
+        )
+        facts = _vendor_facts(emu, seed.refresh_token)
+        assert emu.refresh_requests == 4 and emu.counters.get("invalid_grant", 0) == 0, facts
         _no_leaks(cluster.runs[first_run:], emulator_secrets(emu, seed.refresh_token, seed.access_token))
     finally:
         cluster.a.pythonpath = None
+        cluster.a.overrides.clear()

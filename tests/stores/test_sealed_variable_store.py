@@ -169,3 +169,36 @@ def test_a_record_with_a_secret_canary_is_never_in_clear_in_the_sealed_value() -
     assert RT not in token
     plain, primary = sealer.unseal(token)
     assert primary and TokenRecord.from_storage_json(plain).refresh_token == record.refresh_token
+
+
+@pytest.fixture(scope="module")
+def other_key_server(variable_server: Any) -> Any:
+    """A second component on the same metadata DB whose [core] fernet_key is another one."""
+    from .variable_server import VariableStoreServer
+
+    server = VariableStoreServer(variable_server.home, fernet_key=Fernet.generate_key().decode(), migrate=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["variable", "sealed_variable"])
+def test_a_component_with_another_fernet_key_never_reads_a_record_as_absent(
+    variable_server: Any, other_key_server: Any, kind: str
+) -> None:
+    """Airflow's ``Variable.get`` answers ``None`` for a value it cannot decrypt; read as "no
+    record", the keeper would seed from the connection's (spent) refresh token and the vendor's
+    reuse detection would revoke the family."""
+    old_key, _ = _names(f"undecryptable_{kind}")
+    variable_server.new_store(kind).write(old_key, _record(), None)
+    stranger = other_key_server.new_store(kind)
+    with pytest.raises(ConfigurationError) as caught:
+        stranger.read(old_key)
+    text = str(caught.value)
+    assert "[core] fernet_key" in text and "Do not delete" in text, text
+    assert RT not in _all_text(caught.value)
+    # A key that no component ever wrote is still simply absent.
+    never, _ = _names(f"never_{kind}")
+    assert stranger.read(never) == (None, None)

@@ -168,8 +168,11 @@ class VariableStoreProxy:
 class VariableStoreServer:
     """A migrated metadata database in ``home`` and the child serving Variable stores on it."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, fernet_key: str | None = None, migrate: bool = True) -> None:
         self.home = home
+        #: Another component's key (the default: the one kept in the home, as every component shares).
+        self.fernet_key = fernet_key
+        self.migrate = migrate
         self.authkey = secrets.token_bytes(16)
         self.port = 0
         self._process: subprocess.Popen[str] | None = None
@@ -185,7 +188,7 @@ class VariableStoreServer:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             # Values are encrypted at rest, as in any real deployment.
-            "AIRFLOW__CORE__FERNET_KEY": self._fernet_key(Fernet),
+            "AIRFLOW__CORE__FERNET_KEY": self.fernet_key or self._fernet_key(Fernet),
             # Outside any task, as the CLI and the api-server run (they set it too).
             "_AIRFLOW_PROCESS_CONTEXT": "server",
             "TOKENREFRESH_AUTHKEY": self.authkey.hex(),
@@ -201,17 +204,19 @@ class VariableStoreServer:
 
     def start(self, timeout: float = 180) -> None:
         env = self.env()
-        migrate = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
-        with open(self.home / "variable-server.err", "w") as err:  # the child keeps its own copy
+        if self.migrate:
+            migrate = subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if migrate.returncode != 0:
+                raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+        log_name = "variable-server.err" if self.fernet_key is None else "variable-server-other-key.err"
+        with open(self.home / log_name, "w") as err:  # the child keeps its own copy
             self._process = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve())],
                 env=env,
@@ -226,7 +231,7 @@ class VariableStoreServer:
             self.stop()
             raise RuntimeError(
                 "the Variable store child did not start:\n"
-                + (self.home / "variable-server.err").read_text(errors="replace")[-3000:]
+                + (self.home / log_name).read_text(errors="replace")[-3000:]
             )
         self.port = int(line)
 
