@@ -223,7 +223,7 @@ def test_one_slow_vendor_does_not_hold_up_the_other_sensors(deployment: Deployme
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("store", ["variable", "sealed_variable"])
+@pytest.mark.parametrize("store", ["sealed_variable", "variable"])
 def test_fifty_triggers_refreshing_through_the_variable_store_all_fire(
     deployment: Deployment, store: str
 ) -> None:
