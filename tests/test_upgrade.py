@@ -21,9 +21,9 @@ from airflow_provider_tokenrefresh.tokens import RECORD_SCHEMA_VERSION
 
 from .conftest import EmulatorFactory
 from .keeperhelp import make_keeper
+from .releases import RELEASE_0_1_0, extract_release
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE_0_1_0 = "88f714b"
 
 OLD_CHILD = """
 import json, sys
@@ -47,14 +47,7 @@ print(json.dumps({"generation": record.generation, "file": airflow_provider_toke
 
 @pytest.fixture(scope="module")
 def release_0_1_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("release-0.1.0")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", RELEASE_0_1_0, "airflow_provider_tokenrefresh"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
+    return extract_release(RELEASE_0_1_0, tmp_path_factory.mktemp("release-0.1.0"))
 
 
 def _old(release: Path, emu: Any, tmp: Path, seed: str, *, force: bool) -> dict[str, Any]:

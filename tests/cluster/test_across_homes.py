@@ -253,24 +253,13 @@ def test_stale_seed_on_one_host_never_undoes_a_reseed(
 
 
 CONN_Z = "vendor_z"
-#: The 0.2.0 release commit (``Version 0.2.0``); its package runs on host A from ``git archive``.
-RELEASE_0_2_0 = "6020e7e"
 
 
 @pytest.fixture(scope="module")
 def release_0_2_0(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import subprocess
-    from pathlib import Path
+    from tests.releases import RELEASE_0_2_0, extract_release
 
-    root = Path(__file__).resolve().parents[2]
-    target = tmp_path_factory.mktemp("release-0.2.0")
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", RELEASE_0_2_0, "airflow_provider_tokenrefresh"],
-        capture_output=True,
-        check=True,
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return str(target)
+    return str(extract_release(RELEASE_0_2_0, tmp_path_factory.mktemp("release-0.2.0")))
 
 
 def test_moving_to_sealed_variable_beside_a_0_2_0_host_keeps_one_chain(
