@@ -120,7 +120,7 @@ _AIRFLOW_GROUPS = {
 #: any other scope counts a second per test.
 _SCOPE_COST = {
     "airflow-a": 1200,
-    "tests/airflow/test_triggerer_crowd.py": 400,
+    "tests/airflow/test_triggerer_crowd.py": 500,
     "airflow-b": 1000,
     "tests/concurrency/test_herd.py": 500,
     "tests/cluster/test_across_homes.py": 250,

@@ -358,16 +358,30 @@ class AirflowStack:
             return run_id
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
-        """Block until the run finishes; return its state."""
+        """Block until the run finishes; return its state.
+
+        One poll that the api-server does not answer within the client's 30 s (SQLite locked by a
+        crowd of tasks on 2 cores: seen once in CI) is asked again while the deadline allows.
+        """
+        import httpx
+
         deadline = time.monotonic() + timeout
+        slow_polls = 0
         with self.api() as api:
             while time.monotonic() < deadline:
                 self._check_alive()
-                state: str = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+                try:
+                    answer = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+                except httpx.TimeoutException:
+                    slow_polls += 1
+                    continue
+                state: str = answer.json()["state"]
                 if state in ("success", "failed"):
                     return state
                 time.sleep(1)
-        raise RuntimeError(f"run {dag_id}/{run_id} not finished within {timeout}s")
+        raise RuntimeError(
+            f"run {dag_id}/{run_id} not finished within {timeout}s ({slow_polls} poll(s) unanswered in 30 s)"
+        )
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's ``return_value`` XCom, deserialized, from the REST API."""
