@@ -37,9 +37,10 @@ def run_connection_test(hook: TokenRefreshHook) -> tuple[bool, str]:
             status = hook.refresh(min_ttl=hook.min_ttl)
         except Exception as exc:  # noqa: BLE001 - the UI shows the (redacted) message
             return False, redact(str(exc))
+        sealed_keys = getattr(keeper.store, "sealed_keys", None) or {}
         return True, (
             f"New connection {real_id}: token refreshed once and stored ({keeper.store.name} store, "
-            f"key {keeper.key}): dialect {status['dialect']}, generation {status['generation']}, "
+            f"key {sealed_keys.get(keeper.key, keeper.key)}): dialect {status['dialect']}, generation {status['generation']}, "
             f"expires at {status['expires_at']}"
         )
     ok, probed = probe(keeper)
