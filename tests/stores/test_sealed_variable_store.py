@@ -92,7 +92,9 @@ def test_the_plain_store_refuses_the_tombstone_and_says_where_the_record_went(va
     with pytest.raises(ConfigurationError) as caught:
         plain.read(old_key)
     text = str(caught.value)
-    assert "tombstone" in text and sealed_key in text and "sealed_variable" in text and "Do not delete" in text
+    assert (
+        "tombstone" in text and sealed_key in text and "sealed_variable" in text and "Do not delete" in text
+    )
     assert RT not in _all_text(caught.value)
 
 
@@ -103,7 +105,9 @@ def test_a_fresh_record_is_created_sealed_and_the_old_name_stays_unused(variable
     version = store.write(old_key, _record(generation=0), None)
     assert store.raw(old_key) is None
     raw = store.raw(sealed_key)
-    assert raw is not None and RT not in raw and json.loads(raw)["sealed_by"] == "airflow-provider-tokenrefresh"
+    assert (
+        raw is not None and RT not in raw and json.loads(raw)["sealed_by"] == "airflow-provider-tokenrefresh"
+    )
     assert store.read(old_key)[1] == version
     # An old record that appears meanwhile (a host with an outdated view seeding) is not overwritten.
     other_old, _ = _names("fresh_race")
@@ -123,7 +127,9 @@ def test_a_pointer_without_its_sealed_record_is_a_clear_error(variable_server: A
     assert sealed_key in text and "does not exist" in text and "Do not delete" in text
 
 
-def test_another_fernet_key_cannot_open_it_and_the_error_says_so_without_the_token(variable_server: Any) -> None:
+def test_another_fernet_key_cannot_open_it_and_the_error_says_so_without_the_token(
+    variable_server: Any,
+) -> None:
     old_key, _ = _names("otherkey")
     store = variable_server.new_store("sealed_variable")
     store.write(old_key, _record(), None)
@@ -176,7 +182,9 @@ def other_key_server(variable_server: Any) -> Any:
     """A second component on the same metadata DB whose [core] fernet_key is another one."""
     from .variable_server import VariableStoreServer
 
-    server = VariableStoreServer(variable_server.home, fernet_key=Fernet.generate_key().decode(), migrate=False)
+    server = VariableStoreServer(
+        variable_server.home, fernet_key=Fernet.generate_key().decode(), migrate=False
+    )
     try:
         server.start()
         yield server
@@ -202,3 +210,93 @@ def test_a_component_with_another_fernet_key_never_reads_a_record_as_absent(
     # A key that no component ever wrote is still simply absent.
     never, _ = _names(f"never_{kind}")
     assert stranger.read(never) == (None, None)
+
+
+MOVE_CHILD = r"""
+import json, os, signal, sys
+from datetime import timedelta
+from airflow_provider_tokenrefresh.client import ClientSettings, RefreshClient
+from airflow_provider_tokenrefresh.dialects import PRESETS
+from airflow_provider_tokenrefresh.dialects.wire import ClientCredentials
+from airflow_provider_tokenrefresh.keeper import Seed, TokenKeeper
+from airflow_provider_tokenrefresh.locks.file import FileRefreshLock
+from airflow_provider_tokenrefresh.stores.sealed_variable import SealedVariableTokenStore
+from airflow_provider_tokenrefresh.stores.variable import VariableTokenStore
+from airflow_provider_tokenrefresh.tokens import utcnow
+a = json.loads(sys.argv[1])
+client = RefreshClient(PRESETS["oauth2_basic"], ClientSettings(
+    base_url=a["base_url"], credentials=ClientCredentials(a["client_id"], a["client_secret"]),
+    allow_insecure_http=True))
+store = (SealedVariableTokenStore(sealed_keys={a["key"]: a["sealed"]}) if a["sealed"] else VariableTokenStore())
+offset = timedelta(seconds=a["clock_offset"])
+keeper = TokenKeeper(a["key"], client, store, FileRefreshLock(a["locks"]), Seed(a["seed"]), conn_id="crash_move",
+                     settle=0.3, stale_after=2.0, clock=lambda: utcnow() + offset)
+if a["kill_at"]:
+    keeper.checkpoint = lambda name: os.kill(os.getpid(), signal.SIGKILL) if name == a["kill_at"] else None
+try:
+    record = keeper.refresh(force=True).record
+    print(json.dumps({"generation": record.generation, "state": record.state}))
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "kind": getattr(exc, "kind", None)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "end"),
+    [("intent_written", "valid"), ("before_request", "valid"), ("after_answer", "reauth_required")],
+)
+def test_a_keeper_killed_in_the_middle_of_the_move_loses_nothing_it_had(
+    variable_server: Any, emulator_factory: Any, tmp_path: Any, kill_at: str, end: str
+) -> None:
+    """SIGKILL at a step of the first refresh after the switch (its claim is the move); a keeper
+    that comes after the stale bound recovers as on the plain store: valid when the request never
+    left, re-authorization when the vendor's answer died with the killed process."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    emu = emulator_factory("oauth2_basic", rotation=True, reuse_detection=True)
+    seed = emu.issue_tokens()
+    old_key, sealed_key = _names(f"crash_{kill_at}")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**variable_server.env(), "PYTHONPATH": root}
+
+    def child(*, sealed: bool, kill: str | None, offset: float) -> subprocess.CompletedProcess[str]:
+        args = {
+            "base_url": emu.base_url, "client_id": emu.client_id, "client_secret": emu.client_secret,
+            "key": old_key, "sealed": sealed_key if sealed else None, "seed": seed.refresh_token,
+            "locks": str(tmp_path / "locks"), "kill_at": kill, "clock_offset": offset,
+        }  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-c", MOVE_CHILD, json.dumps(args)],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    first = child(sealed=False, kill=None, offset=0)  # 0.2.0's layout: a record under the old name
+    assert json.loads(first.stdout.splitlines()[-1]) == {"generation": 1, "state": "valid"}, first.stderr[
+        -2000:
+    ]
+    killed = child(sealed=True, kill=kill_at, offset=0)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    reader = variable_server.new_store("sealed_variable")
+    # The move had begun: the old Variable holds the tombstone with the claimed record, no sealed one yet.
+    moving = classify_old(reader.raw(old_key))
+    assert moving.kind == "moving" and reader.raw(sealed_key) is None, moving
+
+    recovered = child(sealed=True, kill=None, offset=10.0)  # past the 2 s stale bound
+    outcome = json.loads(recovered.stdout.splitlines()[-1])
+    record, _ = variable_server.new_store("sealed_variable").read(old_key)
+    assert record is not None and record.state == end, (outcome, record and record.state)
+    if end == "valid":
+        assert outcome == {"generation": 2, "state": "valid"}, outcome
+        assert record.refresh_token is not None and emu.is_refresh_token_valid(
+            record.refresh_token.get_secret_value()
+        )
+        assert classify_old(reader.raw(old_key)).kind == "moved" and reader.raw(sealed_key) is not None
+        assert emu.counters.get("invalid_grant", 0) == 0, emu.counters
+    else:
+        # The answer died with the killed process: the vendor rotated, nothing stored can go on.
+        assert outcome.get("kind") == "reauth_required" or record.state == "reauth_required", outcome
+    # The first refresh, and either the recovery's (request never sent) or the killed one's (answer lost).
+    assert emu.counters.get("ok", 0) == 2, emu.counters
