@@ -4,7 +4,7 @@
 # checkout). The smoke set: provider discovery and the health plugin, the UI field declarations on
 # a real api-server, the hook, the keeper operator and the deferrable sensor on real components
 # (api-server, scheduler, dag-processor, triggerer), metrics through Airflow's Stats, and the
-# keeper's unit tests. AIRFLOW_VERSIONS="3.2.2 3.3.2" by default.
+# keeper's unit tests, and store sealed_variable (its store tests and its real-components test). AIRFLOW_VERSIONS="3.2.2 3.3.2" by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV="${UV:-$(command -v uv || echo "$PWD/.tools/bin/uv")}"
@@ -18,6 +18,8 @@ SMOKE=(
   "tests/airflow/test_real_airflow.py::test_hook_meta_declares_the_fields_of_every_connection_type"
   "tests/airflow/test_real_airflow.py::test_consumer_dag_defers_refreshes_in_the_triggerer_and_calls_every_vendor"
   "tests/airflow/test_real_airflow.py::test_second_run_uses_the_persisted_token_not_the_connection_seed"
+  tests/stores/test_sealed_variable_store.py
+  tests/airflow/test_sealed_store_real.py
 )
 summary=()
 failed=0
