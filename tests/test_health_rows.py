@@ -179,6 +179,24 @@ def test_error_rows_name_connection_and_field() -> None:
         conn_type="t",
     )
     assert record.health == "store_error" and "fernet_key" in (record.fix or "")
+    for text in (
+        "Variable 'tokenrefresh_token__k' exists in the metadata database but reads as empty here: this "
+        "component's [core] fernet_key cannot decrypt it (every component must share one...",
+        "Variable 'trf_record__k' holds a sealed token record that this component's [core] fernet_key "
+        "cannot open: every component must share one fernet_key...",
+    ):
+        other_key = row_from_error("k", ConfigurationError(text), conn_type="t", store="sealed_variable")
+        assert other_key.health == "store_error" and "fernet_key" in (other_key.fix or ""), text
+    moved = row_from_error(
+        "k",
+        ConfigurationError(
+            "Variable 'tokenrefresh_token__k' is a tombstone: this connection's token record moved to Variable "
+            "'trf_record__k' (extra 'store': 'sealed_variable')..."
+        ),
+        conn_type="t",
+        store="variable",
+    )
+    assert moved.health == "store_error" and "'sealed_variable'" in (moved.fix or ""), moved.fix
     crypt = row_from_error("bad_key", ValueError("InvalidToken"), conn_type="t", field_name="password")
     assert (crypt.health, crypt.error_field) == ("misconfigured", "password")
     other = row_from_error(

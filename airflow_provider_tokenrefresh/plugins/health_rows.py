@@ -343,13 +343,27 @@ def row_from_error(
     scrub = _scrubber(secrets)
     text = exc.message if isinstance(exc, TokenRefreshError) else f"{type(exc).__name__}: {exc}"
     message = scrub(text) or type(exc).__name__
-    unreadable_record = "cannot be read as a token record" in message
+    unreadable_record = any(
+        phrase in message
+        for phrase in (
+            "cannot be read as a token record",
+            "[core] fernet_key cannot decrypt it",  # Airflow's own encryption, another key
+            "that this component's [core] fernet_key cannot open",  # sealed_variable's seal
+        )
+    )
+    moved = "is a tombstone: this connection's token record moved" in message
     where = field_name or error_field(message)
     if field_name is not None:
         kind = "misconfigured"
         fix = (
             f"The api-server cannot read field '{field_name}' of {conn_id}: every component must share one "
             "[core] fernet_key; then save the connection again."
+        )
+    elif moved:
+        kind, where = "store_error", where or "extra 'store'"
+        fix = (
+            f"Set extra 'store' of {conn_id} back to 'sealed_variable' (its record moved there) and run this "
+            "release on every component; delete neither Variable."
         )
     elif unreadable_record:
         kind, where = "store_error", where or "token record"
