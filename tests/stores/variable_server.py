@@ -204,17 +204,12 @@ class VariableStoreServer:
 
     def start(self, timeout: float = 180) -> None:
         env = self.env()
-        if self.migrate:
-            migrate = subprocess.run(
-                [sys.executable, "-m", "airflow", "db", "migrate"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-            if migrate.returncode != 0:
-                raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-3000:]}")
+        if self.migrate:  # a second component on the same database skips it
+            command = [sys.executable, "-m", "airflow", "db", "migrate"]
+            try:
+                subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=True)
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(f"airflow db migrate failed:\n{exc.stderr[-3000:]}") from None
         log_name = "variable-server.err" if self.fernet_key is None else "variable-server-other-key.err"
         with open(self.home / log_name, "w") as err:  # the child keeps its own copy
             self._process = subprocess.Popen(
