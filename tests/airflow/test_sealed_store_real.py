@@ -129,6 +129,8 @@ def test_switching_to_sealed_variable_moves_the_record_and_the_triggerer_refresh
                 )
     assert json.loads(sealed_var["value"])["sealed_by"] == "airflow-provider-tokenrefresh"
     assert "sealed_by" in json.dumps(rendered), rendered  # the template rendered the ciphertext envelope
+    # var.json parsed the envelope (a dict, rendered as its repr): only the ciphertext and the marker.
+    assert "'sealed_by': 'airflow-provider-tokenrefresh'" in json.dumps(rendered), rendered
 
     # The chain: the sealed record's refresh token is the vendor's live one.
     sealed_rt = _sealed_refresh_token(deployment)

@@ -21,10 +21,11 @@ def take_token(conn_id: str) -> int:
 
 
 @task
-def show(sealed: str, old: str) -> dict[str, int]:
+def show(sealed: str, old: str, sealed_json: str) -> dict[str, int]:
     print(f"the sealed Variable as a template renders it: {sealed}")
     print(f"the old Variable as a template renders it: {old}")
-    return {"sealed_chars": len(sealed), "old_chars": len(old)}
+    print(f"the sealed Variable through var.json: {sealed_json}")
+    return {"sealed_chars": len(sealed), "old_chars": len(old), "sealed_json_chars": len(sealed_json)}
 
 
 with DAG(dag_id="sealed_store", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
@@ -36,5 +37,6 @@ with DAG(dag_id="sealed_store", schedule=None, start_date=datetime(2026, 1, 1), 
     shown = show(
         "{{ var.value.get('trf_record__' ~ dag_run.conf['conn_id'], 'absent') }}",
         "{{ var.value.get('tokenrefresh_token__' ~ dag_run.conf['conn_id'], 'absent') }}",
+        "{{ var.json.get('trf_record__' ~ dag_run.conf['conn_id'], {}) }}",
     )
     wait >> took >> shown
