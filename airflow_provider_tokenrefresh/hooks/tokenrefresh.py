@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import httpx
 
     from airflow_provider_tokenrefresh.auth import RequestsTokenAuth, TokenAuth
@@ -262,12 +264,16 @@ class TokenRefreshHook(BaseHook):
     def token_status(self) -> dict[str, Any]:
         """Non-secret status: dialect, expiries, generation, last refresh, last error."""
         record: TokenRecord = self._observed(lambda: self.keeper.current())  # noqa: PLW0108 - builds the keeper inside
+        return self.status_of(record)
+
+    def status_of(self, record: TokenRecord, now: datetime | None = None) -> dict[str, Any]:
+        """The non-secret status of ``record`` as this connection's (``status``, the health page)."""
         status: dict[str, Any] = {
             "conn_id": self.tokenrefresh_conn_id,
             "dialect": self.settings.dialect.name,
             "store": self.keeper.store.name,
             "lock": self.keeper.lock.name,
-            **record.status(),
+            **record.status(now),
         }
         old_seals: set[str] = getattr(self.keeper.store, "sealed_with_old_key", set())
         if self.settings.sealed_store_key in old_seals:

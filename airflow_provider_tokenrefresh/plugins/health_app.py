@@ -188,13 +188,7 @@ def _row(fields: _Fields, now: datetime, horizon: float, stalled: float) -> Heal
         store, lock = keeper.store.name, keeper.lock.name
         record = keeper.current()
         secrets += list(record.secrets())
-        status: dict[str, Any] = {
-            "conn_id": fields.conn_id,
-            "dialect": settings.dialect.name,
-            "store": store,
-            "lock": lock,
-            **record.status(now),
-        }
+        status: dict[str, Any] = hook.status_of(record, now)
         return row_from_status(
             status,
             conn_type=fields.conn_type,
